@@ -1,0 +1,364 @@
+"""The feature contract: the one definition of every feature that training and serving share.
+
+This module owns
+- the feature fields (name, source, kind, bucket count or dimension, default) in a `FeatureSpec`
+  that is saved as JSON with a content hash (the analogue of FuxiCTR's feature_map.json);
+- the stable hashing of raw ids into embedding buckets (blake2b, never Python's salted `hash()`);
+- query and item text normalization and tokenization;
+- the derived relevance features that PRECTR's RSL module reads, computed by one function
+  (`relevance_features`) that the offline pipeline and the online service both call.
+
+It imports only the standard library and numpy, so that `training/`, `export/` and the torch-free
+service can all depend on it (see tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+Source = Literal["user", "query", "item", "pair", "context"]
+Kind = Literal["categorical", "dense", "vector"]
+
+SPEC_FORMAT_VERSION = 1
+#: Bucket 0 of every categorical table is reserved for "missing / unknown / out of range".
+MISSING_BUCKET = 0
+#: Longest user history (query, clicked item) the models read (PRECTR 5.1: at most 50).
+HISTORY_LENGTH = 50
+#: Relevance levels, PRECTR's k = 4: 0 irrelevant, 1 weak, 2 relevant, 3 strongly relevant.
+RELEVANCE_LEVELS = 4
+#: The query id of a recommendation request, which has no query text (SRJGraph's q_phi).
+EMPTY_QUERY_ID = 0
+
+
+@dataclass(frozen=True)
+class FeatureField:
+    """One feature: where it comes from, what it is, and what stands in when it is missing.
+
+    Args:
+        name: the field name; ONNX inputs and index records use it verbatim.
+        source: which entity owns the value (user | query | item | pair | context).
+        kind: categorical (an embedding bucket), dense (a float) or vector (a float vector).
+        buckets: categorical only: the embedding table size, bucket 0 included.
+        hashed: categorical only: raw values are hashed into buckets 1..buckets-1; when False the
+            value is a small integer ``v`` that maps to bucket ``v + 1``.
+        dim: vector only: the vector's dimension.
+        max_length: vector only: set for a sequence of vectors (the user's history).
+        default: the value served when the source has none (a bucket, a float, or a fill value).
+        description: what the field means, for people.
+    """
+
+    name: str
+    source: Source
+    kind: Kind
+    buckets: int | None = None
+    hashed: bool = True
+    dim: int | None = None
+    max_length: int | None = None
+    default: float = 0.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in get_args(Source):
+            raise ValueError(f"{self.name}: unknown source {self.source!r}")
+        if self.kind not in get_args(Kind):
+            raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
+        if self.kind == "categorical" and (self.buckets is None or self.buckets < 2):
+            raise ValueError(f"{self.name}: a categorical field needs buckets >= 2")
+        if self.kind == "vector" and (self.dim is None or self.dim < 1):
+            raise ValueError(f"{self.name}: a vector field needs dim >= 1")
+        if self.kind != "vector" and self.max_length is not None:
+            raise ValueError(f"{self.name}: only vector fields can be sequences")
+
+    def encode(self, values: Iterable[object]) -> npt.NDArray[np.int64]:
+        """Map raw categorical values to embedding buckets (0 for missing: None or '').
+
+        >>> f = FeatureField("item_price_bucket", "item", "categorical", buckets=8, hashed=False)
+        >>> f.encode([0, 3, 7, None, -1]).tolist()
+        [1, 4, 0, 0, 0]
+        """
+        if self.kind != "categorical" or self.buckets is None:
+            raise TypeError(f"{self.name} is {self.kind}, not categorical")
+        if self.hashed:
+            return stable_buckets(self.name, values, self.buckets)
+        ints = np.array(
+            [-1 if v is None or v == "" else int(v) for v in values],  # type: ignore[call-overload]
+            dtype=np.int64,
+        )
+        in_range = (ints >= 0) & (ints < self.buckets - 1)
+        return np.where(in_range, ints + 1, MISSING_BUCKET)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The whole contract: an ordered tuple of fields plus the text-vector dimension.
+
+    The content hash covers every field, so a model and an index built from different contracts
+    are told apart before they meet.
+    """
+
+    fields: tuple[FeatureField, ...]
+    format_version: int = SPEC_FORMAT_VERSION
+    relevance_features: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate feature names: {duplicated}")
+
+    def __getitem__(self, name: str) -> FeatureField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def select(
+        self, *, source: Source | None = None, kind: Kind | None = None
+    ) -> tuple[FeatureField, ...]:
+        """The fields of one source and/or kind, in contract order."""
+        return tuple(
+            f
+            for f in self.fields
+            if (source is None or f.source == source) and (kind is None or f.kind == kind)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {
+            "format_version": self.format_version,
+            "fields": [asdict(f) for f in self.fields],
+            "relevance_features": list(self.relevance_features),
+        }
+        return {**body, "content_hash": _content_hash(body)}
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of the spec (hex, 64 characters)."""
+        return str(self.to_dict()["content_hash"])
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        """Parse a saved spec; refuses one whose content hash does not match its body."""
+        raw = json.loads(text)
+        stored_hash = raw.pop("content_hash", None)
+        spec = cls(
+            fields=tuple(FeatureField(**f) for f in raw["fields"]),
+            format_version=int(raw["format_version"]),
+            relevance_features=tuple(raw.get("relevance_features", ())),
+        )
+        if stored_hash is not None and stored_hash != spec.content_hash:
+            raise ValueError(
+                f"feature spec content hash mismatch: file says {stored_hash[:12]}, "
+                f"body hashes to {spec.content_hash[:12]}"
+            )
+        return spec
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpec:
+        return cls.from_json(path.read_text(encoding="utf-8"))
+
+
+def _content_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# --- stable hashing ------------------------------------------------------------------------------
+
+
+def stable_hash(field_name: str, value: object) -> int:
+    """A 64-bit hash of ``value`` salted by the field name, identical in every process.
+
+    >>> stable_hash("user_id", 42) == stable_hash("user_id", "42")
+    True
+    >>> stable_hash("user_id", 42) == stable_hash("item_id", 42)
+    False
+    """
+    digest = hashlib.blake2b(
+        f"{field_name}\x1f{value}".encode(), digest_size=8, person=b"ranker-v1"
+    ).digest()
+    return int.from_bytes(digest, "little")
+
+
+def stable_bucket(field_name: str, value: object, buckets: int) -> int:
+    """The bucket in 1..buckets-1 of a raw id; None and '' go to bucket 0 (missing)."""
+    if value is None or value == "":
+        return MISSING_BUCKET
+    return 1 + stable_hash(field_name, value) % (buckets - 1)
+
+
+def stable_buckets(
+    field_name: str, values: Iterable[object], buckets: int
+) -> npt.NDArray[np.int64]:
+    """`stable_bucket` over many values; each distinct value is hashed once."""
+    memo: dict[object, int] = {}
+    out: list[int] = []
+    for v in values:
+        key = v.item() if isinstance(v, np.generic) else v
+        bucket = memo.get(key)
+        if bucket is None:
+            bucket = memo[key] = stable_bucket(field_name, key, buckets)
+        out.append(bucket)
+    return np.asarray(out, dtype=np.int64)
+
+
+# --- text --------------------------------------------------------------------------------------
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@functools.lru_cache(maxsize=200_000)
+def normalize_text(text: str) -> str:
+    """Unicode NFKC, case-folded, punctuation to spaces, whitespace collapsed.
+
+    >>> normalize_text("  \\uff32ed  Running-SHOES!! ")  # fullwidth R
+    'red running shoes'
+    >>> normalize_text("Straße")
+    'strasse'
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_NON_WORD.sub(" ", folded).split())
+
+
+@functools.lru_cache(maxsize=200_000)
+def tokenize(text: str) -> tuple[str, ...]:
+    """The terms of a text after normalization, in order (duplicates kept).
+
+    >>> tokenize("Wool  socks, WOOL!")
+    ('wool', 'socks', 'wool')
+    """
+    return tuple(normalize_text(text).split())
+
+
+@functools.lru_cache(maxsize=200_000)
+def _term_set(text: str) -> frozenset[str]:
+    return frozenset(tokenize(text))
+
+
+# --- derived relevance features ---------------------------------------------------------------
+
+RELEVANCE_FEATURES: tuple[str, ...] = (
+    "category_match",
+    "title_term_coverage",
+    "text_term_coverage",
+    "title_jaccard",
+    "exact_phrase_in_title",
+)
+"""Names of the columns `relevance_features` returns, in order."""
+
+
+def relevance_features(
+    query: str,
+    query_category: int,
+    titles: Sequence[str],
+    texts: Sequence[str],
+    item_categories: Sequence[int] | npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.float32]:
+    """Lexical relevance features of one query against many items, shape (N, 5).
+
+    Columns (see `RELEVANCE_FEATURES`):
+    - category_match: 1 when the query's category is known (>= 0) and equals the item's;
+    - title_term_coverage: the fraction of distinct query terms found in the title;
+    - text_term_coverage: the same over the title and the item text together;
+    - title_jaccard: |Q & T| / |Q | T| over term sets;
+    - exact_phrase_in_title: 1 when the whole normalized query appears in the title as words.
+    An empty query (a recommendation request) gives all zeros.
+
+    >>> relevance_features("red shoes", 3, ["Red running shoes", "Blue hat"],
+    ...                    ["", "a red hat"], [3, 5]).astype(float).round(2).tolist()
+    [[1.0, 1.0, 1.0, 0.67, 0.0], [0.0, 0.0, 0.5, 0.0, 0.0]]
+    """
+    n = len(titles)
+    if len(texts) != n or len(item_categories) != n:
+        raise ValueError("titles, texts and item_categories must have the same length")
+    out = np.zeros((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
+    query_terms = _term_set(query)
+    if not query_terms or n == 0:
+        return out
+    categories = np.asarray(item_categories, dtype=np.int64)
+    if query_category >= 0:
+        out[:, 0] = categories == query_category
+    phrase = f" {normalize_text(query)} "
+    n_query = len(query_terms)
+    for row, (title, text) in enumerate(zip(titles, texts, strict=True)):
+        title_terms = _term_set(title)
+        in_title = len(query_terms & title_terms)
+        out[row, 1] = in_title / n_query
+        out[row, 2] = (in_title + len((query_terms - title_terms) & _term_set(text))) / n_query
+        out[row, 3] = in_title / len(query_terms | title_terms)
+        out[row, 4] = phrase in f" {normalize_text(title)} "
+    return out
+
+
+# --- the default contract ------------------------------------------------------------------------
+
+#: The reduced text-vector dimension the text tower produces and the index stores (PRECTR 4.2).
+DEFAULT_TEXT_DIM = 64
+
+
+def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:
+    """The contract every model of this project is trained and served with."""
+
+    def categorical(
+        name: str, source: Source, buckets: int, description: str, *, hashed: bool = True
+    ) -> FeatureField:
+        return FeatureField(
+            name, source, "categorical", buckets=buckets, hashed=hashed, description=description
+        )
+
+    def dense(name: str, source: Source, description: str) -> FeatureField:
+        return FeatureField(name, source, "dense", default=0.0, description=description)
+
+    def vector(
+        name: str, source: Source, description: str, max_length: int | None = None
+    ) -> FeatureField:
+        return FeatureField(
+            name, source, "vector", dim=text_dim, max_length=max_length, description=description
+        )
+
+    fields = (
+        categorical("user_id", "user", 200_003, "hashed user id"),
+        categorical("user_age", "user", 8, "age bucket 0..5", hashed=False),
+        categorical("user_gender", "user", 4, "0 unknown, 1, 2", hashed=False),
+        categorical("user_city_tier", "user", 6, "city tier 0..3", hashed=False),
+        dense("history_length", "user", "number of history pairs / 50"),
+        vector("history_query_vec", "user", "reduced vectors of history queries", HISTORY_LENGTH),
+        vector(
+            "history_pair_vec", "user", "reduced relevance vectors of history pairs", HISTORY_LENGTH
+        ),
+        categorical("query_id", "query", 100_003, "hashed normalized query text"),
+        categorical(
+            "query_category", "query", 64, "query category, unknown -> missing", hashed=False
+        ),
+        dense("query_length", "query", "number of query terms / 4"),
+        vector("query_vec", "query", "reduced MiniLM vector of the query text"),
+        categorical("item_id", "item", 500_009, "hashed item id"),
+        categorical("item_category", "item", 64, "item category", hashed=False),
+        categorical("item_brand", "item", 4_001, "hashed brand"),
+        categorical("item_price_bucket", "item", 8, "price bucket 0..4", hashed=False),
+        vector("item_vec", "item", "reduced MiniLM vector of the item title and text"),
+        *(dense(name, "pair", "derived relevance feature") for name in RELEVANCE_FEATURES),
+        vector("pair_vec", "pair", "reduced MiniLM vector of [CLS] Q [SEP] I [SEP]"),
+        categorical("is_search", "context", 3, "1 search request, 0 recommendation", hashed=False),
+        categorical("hour", "context", 25, "hour of day 0..23", hashed=False),
+        categorical(
+            "position", "context", 17, "display position in training; 0 when serving", hashed=False
+        ),
+    )
+    return FeatureSpec(fields=fields, relevance_features=RELEVANCE_FEATURES)

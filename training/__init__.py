@@ -1,0 +1,1 @@
+"""The offline half (torch): data, text encoding, models, losses, training and evaluation."""
