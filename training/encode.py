@@ -238,11 +238,13 @@ class EncodingCache:
 
     def _attach(self, keys_path: Path) -> None:
         vectors_path = keys_path.with_name(keys_path.name.replace(".keys.", ".vectors."))
-        keys = np.load(keys_path, allow_pickle=False)
+        # Keys are stored as (N, 16) uint8: numpy's bytes dtype would drop trailing NUL bytes.
+        raw = np.load(keys_path, allow_pickle=False).tobytes()
+        keys = [raw[i : i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)]
         vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
         shard = len(self._shards)
         self._shards.append(vectors)
-        for row, key in enumerate(keys.tolist()):
+        for row, key in enumerate(keys):
             self._index[key] = (shard, row)
 
     def __len__(self) -> int:
@@ -264,7 +266,7 @@ class EncodingCache:
         name = f"shard-{len(self._shards):05d}-{uuid.uuid4().hex[:8]}"
         tmp_keys = self.folder / f".{name}.keys.npy"
         tmp_vectors = self.folder / f".{name}.vectors.npy"
-        np.save(tmp_keys, np.array(list(keys), dtype=f"S{KEY_BYTES}"))
+        np.save(tmp_keys, np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES))
         np.save(tmp_vectors, vectors.astype(VECTOR_DTYPE))
         # Vectors first: a keys file is the shard's commit record.
         tmp_vectors.rename(self.folder / f"{name}.vectors.npy")

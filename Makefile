@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both build a project-local virtual
+# environment first (.venv), so a fresh clone needs only Python 3.11 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned so CPU machines take the CPU build; change it for a CUDA machine.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= artifacts/demo
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test lint typecheck unit venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[serve,train,dev]"
+	touch $@
+
+demo: venv
+	$(BIN)/ranker data generate --size tiny --seed 0 --out $(DEMO_DIR)/world
+	$(BIN)/ranker data encode $(DEMO_DIR)/world --cache $(DEMO_DIR)/encodings
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) artifacts .mypy_cache .ruff_cache .pytest_cache

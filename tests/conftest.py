@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Redis under a private key prefix, and a tiny synthetic world.
+
+Redis is required in CI (CI=true or RANKER_REQUIRE_REDIS=1): a test that needs it fails there
+when the server is unreachable; elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS_URL = os.environ.get("RANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_REQUIRED = os.environ.get("CI") == "true" or os.environ.get("RANKER_REQUIRE_REDIS") == "1"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(url, prefix): a live Redis and a key prefix of this test's own; its keys are deleted."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        message = f"Redis unreachable at {REDIS_URL}: {err}"
+        client.close()
+        if REDIS_REQUIRED:
+            pytest.fail(f"{message} (required: CI=true or RANKER_REQUIRE_REDIS=1)")
+        pytest.skip(message)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield REDIS_URL, prefix
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic world on disk, generated once per test session (seed 0)."""
+    from training.data.synthetic import generate_world
+
+    folder = tmp_path_factory.mktemp("tiny-world")
+    generate_world("tiny", seed=0).save(folder)
+    return folder
+
+
+def shared_data(relative: str) -> Path:
+    """A path under ../shared/data, or a skip when the shared data is not beside the checkout."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared data not present: {path}")
+    return path

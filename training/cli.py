@@ -1,0 +1,182 @@
+"""`ranker data ...`: generate, import, encode and summarize data sets.
+
+Every subcommand that writes a world prints its summary at the end and saves it as
+``summary.json`` beside the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.data.summary import format_summary, summarize
+from training.data.tables import World
+
+DEFAULT_CACHE = Path("artifacts/cache/encodings")
+DEFAULT_AMAZON = Path("../shared/data/amazon_scientific")
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"thresholds must be numbers like 2,3,4: {text}") from err
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ranker data", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    gen = sub.add_parser("generate", help="generate a synthetic world")
+    gen.add_argument(
+        "--world",
+        choices=["synthetic"],
+        default="synthetic",
+        help="the generator (only the synthetic world for now)",
+    )
+    gen.add_argument(
+        "--size",
+        choices=["tiny", "default", "large"],
+        default="default",
+        help="tiny: seconds, for tests; default: >= 1M impressions; large: 12M",
+    )
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same world")
+    gen.add_argument("--out", type=Path, required=True, help="folder to write the world into")
+
+    csv = sub.add_parser("import-csv", help="real graded relevance + simulated users and clicks")
+    csv.add_argument("path", type=Path, help="CSV of query, item title, item text, grade")
+    csv.add_argument("--out", type=Path, required=True, help="folder to write the world into")
+    csv.add_argument("--query-col", default="query", help="column with the query text")
+    csv.add_argument("--title-col", default="product_title", help="column with the item title")
+    csv.add_argument(
+        "--text-col",
+        default="product_description",
+        help="column with the item text; 'none' when the file has none",
+    )
+    csv.add_argument("--grade-col", default="median_relevance", help="column with the grade")
+    csv.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=None,
+        help="three increasing cut points binning grades into levels 0..3, e.g. "
+        "2,3,4 for grades 1..4; omit when grades are already 0..3",
+    )
+    csv.add_argument(
+        "--encoding",
+        choices=["auto", "utf-8", "latin-1"],
+        default="auto",
+        help="file encoding; auto tries utf-8 then latin-1",
+    )
+    csv.add_argument("--delimiter", default=",", help="field delimiter")
+    csv.add_argument("--users", type=int, default=2_000, help="simulated users")
+    csv.add_argument("--impressions", type=int, default=300_000, help="simulated impressions")
+    csv.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+
+    amazon = sub.add_parser("import-amazon", help="Amazon Industrial & Scientific histories")
+    amazon.add_argument(
+        "--folder", type=Path, default=DEFAULT_AMAZON, help="folder with the Scientific.* files"
+    )
+    amazon.add_argument("--out", type=Path, required=True, help="folder to write the world into")
+    amazon.add_argument("--seed", type=int, default=0, help="seed for the sampled negatives")
+
+    enc = sub.add_parser("encode", help="MiniLM vectors of a world's queries, items and pairs")
+    enc.add_argument("folder", type=Path, help="a world folder")
+    enc.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="encoding cache folder (re-runs encode only new texts)",
+    )
+    enc.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="a local sentence-transformers model folder (default: packaged MiniLM)",
+    )
+    enc.add_argument("--batch-size", type=int, default=128, help="texts per forward pass")
+    enc.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
+    enc.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+
+    show = sub.add_parser("summary", help="print a world's summary")
+    show.add_argument("folder", type=Path, help="a world folder")
+    return parser
+
+
+def _finish(world: World, out: Path, started: float) -> None:
+    world.save(out)
+    summary = summarize(world)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(format_summary(summary))
+    print(f"wrote {out} in {time.perf_counter() - started:.1f}s")
+
+
+def run_data(argv: Sequence[str]) -> int:
+    args = _data_parser().parse_args(argv)
+    started = time.perf_counter()
+    if args.action == "generate":
+        from training.data.synthetic import generate_world
+
+        _finish(generate_world(args.size, args.seed), args.out, started)
+    elif args.action == "import-csv":
+        from training.data.real import CsvColumns, load_relevance_csv, world_from_relevance
+
+        columns = CsvColumns(
+            query=args.query_col,
+            title=args.title_col,
+            text=None if args.text_col.lower() == "none" else args.text_col,
+            grade=args.grade_col,
+        )
+        labels = load_relevance_csv(
+            args.path,
+            columns,
+            encoding=args.encoding,
+            thresholds=args.thresholds,
+            delimiter=args.delimiter,
+        )
+        world = world_from_relevance(
+            labels,
+            seed=args.seed,
+            n_users=args.users,
+            n_impressions=args.impressions,
+            source=str(args.path.name),
+        )
+        _finish(world, args.out, started)
+    elif args.action == "import-amazon":
+        from training.data.real import load_amazon_scientific
+
+        _finish(load_amazon_scientific(args.folder, seed=args.seed), args.out, started)
+    elif args.action == "encode":
+        from training.encode import EncodingCache, MiniLMEncoder, encode_world
+
+        encoder = MiniLMEncoder(
+            args.model_path,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            threads=args.threads,
+        )
+        cache = EncodingCache(args.cache, encoder.fingerprint, encoder.dim)
+        meta = encode_world(args.folder, encoder, cache)
+        for name, counts in meta["counts"].items():
+            print(
+                f"{name:<8} {counts['requested']:>9,} texts, {counts['distinct']:>9,} distinct,"
+                f" {counts['encoded']:>9,} newly encoded"
+            )
+        print(
+            f"encoder {meta['fingerprint'][:16]} dim {meta['dim']}; cache {cache.folder} holds "
+            f"{len(cache):,} vectors; {time.perf_counter() - started:.1f}s"
+        )
+    else:
+        print(format_summary(summarize(World.load(args.folder, mmap=True))))
+    return 0
+
+
+def main(command: str, argv: Sequence[str]) -> int:
+    """Entry point the `ranker` dispatcher calls with the command name and its arguments."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if command == "data":
+        return run_data(argv)
+    raise SystemExit(f"training.cli has no command {command!r}")
