@@ -344,12 +344,12 @@ def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:
         ),
         categorical("query_id", "query", 100_003, "hashed normalized query text"),
         categorical(
-            "query_category", "query", 64, "query category, unknown -> missing", hashed=False
+            "query_category", "query", 1_024, "query category, unknown -> missing", hashed=False
         ),
         dense("query_length", "query", "number of query terms / 4"),
         vector("query_vec", "query", "reduced MiniLM vector of the query text"),
         categorical("item_id", "item", 500_009, "hashed item id"),
-        categorical("item_category", "item", 64, "item category", hashed=False),
+        categorical("item_category", "item", 1_024, "item category", hashed=False),
         categorical("item_brand", "item", 4_001, "hashed brand"),
         categorical("item_price_bucket", "item", 8, "price bucket 0..4", hashed=False),
         vector("item_vec", "item", "reduced MiniLM vector of the item title and text"),
