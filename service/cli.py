@@ -20,6 +20,7 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "data": Subcommand("training.cli", "generate, import and encode data sets"),
+    "train": Subcommand("training.cli", "train models, evaluate runs, write reports"),
 }
 
 

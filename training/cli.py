@@ -1,7 +1,10 @@
-"""`ranker data ...`: generate, import, encode and summarize data sets.
+"""`ranker data ...` and `ranker train ...`.
 
-Every subcommand that writes a world prints its summary at the end and saves it as
-``summary.json`` beside the tables.
+- `ranker data generate|import-csv|import-amazon|encode|summary`: data sets. Every subcommand that
+  writes a world prints its summary at the end and saves it as ``summary.json`` beside the tables.
+- `ranker train --config C --data D --out O`: one training run (training.train).
+- `ranker train eval RUN --data D`: re-evaluate a finished run on a world's test split.
+- `ranker train report --data D --out O`: every model and ablation over seeds (training.report).
 """
 
 from __future__ import annotations
@@ -174,9 +177,78 @@ def run_data(argv: Sequence[str]) -> int:
     return 0
 
 
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ranker train", description="train one experiment")
+    parser.add_argument("--config", type=Path, required=True, help="experiment TOML")
+    parser.add_argument("--data", type=Path, required=True, help="an encoded world folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument("--seed", type=int, default=None, help="override train.seed")
+    return parser
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ranker train eval", description="re-evaluate a run")
+    parser.add_argument("run", type=Path, help="a run folder (model.pt + meta.json)")
+    parser.add_argument("--data", type=Path, required=True, help="an encoded world folder")
+    return parser
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    from training.report import TABLE1, TABLE2
+
+    parser = argparse.ArgumentParser(
+        prog="ranker train report", description="Tables 1 and 2 over seeds (md, json, png)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="an encoded world folder")
+    parser.add_argument("--out", type=Path, required=True, help="report folder (runs reused)")
+    parser.add_argument(
+        "--configs",
+        default=",".join(dict.fromkeys(TABLE1 + TABLE2)),
+        help="comma-separated config names from training/configs",
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
+    return parser
+
+
+def run_train(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "report":
+        from training.report import run_report
+
+        args = _report_parser().parse_args(argv[1:])
+        report = run_report(
+            args.data,
+            args.out,
+            configs=args.configs.split(","),
+            seeds=[int(s) for s in args.seeds.split(",")],
+            label=args.label,
+        )
+        from training.report import render_markdown
+
+        print(render_markdown(report))
+        print(f"wrote {args.out}/report.md, report.json, report.png")
+        return 0
+    if argv and argv[0] == "eval":
+        from training.train import evaluate_saved_run
+
+        args = _eval_parser().parse_args(argv[1:])
+        print(json.dumps(evaluate_saved_run(args.run, args.data), indent=2))
+        return 0
+    from training.train import load_config, run_training
+
+    args = _train_parser().parse_args(argv)
+    overrides = {"train.seed": args.seed} if args.seed is not None else None
+    result = run_training(load_config(args.config, overrides), args.data, args.out)
+    print(json.dumps(result.metrics, indent=2))
+    print(f"wrote {result.out_dir} in {result.seconds / 60:.1f} min")
+    return 0
+
+
 def main(command: str, argv: Sequence[str]) -> int:
     """Entry point the `ranker` dispatcher calls with the command name and its arguments."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if command == "data":
         return run_data(argv)
+    if command == "train":
+        return run_train(argv)
     raise SystemExit(f"training.cli has no command {command!r}")

@@ -1,16 +1,20 @@
 """Offline feature assembly: a world's impressions as the model inputs the contract defines.
 
 `ImpressionFeatures` precomputes per-entity buckets and per-pair relevance features once, then
-gathers any batch of impressions into the named input groups every model takes:
+gathers any batch of impressions into the named input groups every model takes. Inputs that
+depend only on the request (the query and the user's history) come once per request, R of them,
+and ``request_index`` maps each of the B candidate rows to its request: the models compute
+request-level work R times, not B times, in training exactly as in serving (where R = 1).
 
     categorical        (B, F) int64   the contract's categorical fields, in contract order
     dense              (B, Dd) float  the contract's dense fields, in contract order
-    query_vec          (B, D)         reduced text vectors (zeros for the empty query)
-    item_vec           (B, D)
+    item_vec           (B, D)         reduced text vectors
     pair_vec           (B, D)         zeros when the impression has no query
-    history_query_vec  (B, L, D)      the user's last L search clicks before the impression
-    history_pair_vec   (B, L, D)
-    history_mask       (B, L) bool    True on real history entries
+    request_index      (B,) int64     the row's request among the R
+    query_vec          (R, D)         zeros for the empty query
+    history_query_vec  (R, L, D)      the user's last L search clicks before the request
+    history_pair_vec   (R, L, D)
+    history_mask       (R, L) bool    True on real history entries
 
 plus labels: click, relevance (-1 without a query), conversion, and the request/user/query ids
 the list losses and grouped metrics need.
@@ -36,16 +40,14 @@ from service.contract import (
 from training.data.tables import World
 
 Array = npt.NDArray[Any]
-INPUT_GROUPS: tuple[str, ...] = (
-    "categorical",
-    "dense",
+CANDIDATE_INPUTS: tuple[str, ...] = ("categorical", "dense", "item_vec", "pair_vec")
+REQUEST_INPUTS: tuple[str, ...] = (
     "query_vec",
-    "item_vec",
-    "pair_vec",
     "history_query_vec",
     "history_pair_vec",
     "history_mask",
 )
+INPUT_GROUPS: tuple[str, ...] = (*CANDIDATE_INPUTS, "request_index", *REQUEST_INPUTS)
 Batch = dict[str, Tensor]
 
 
@@ -173,10 +175,14 @@ class ImpressionFeatures:
     def batch(self, rows: Array) -> Batch:
         """Inputs and labels of the given impression rows, as tensors."""
         v = self.vectors
+        _, first, request_index = np.unique(
+            self.labels["request"][rows], return_index=True, return_inverse=True
+        )
+        heads = rows[first]  # one row per request: its query and history stand for all
         steps = np.arange(HISTORY_LENGTH)
-        length = self.hist_len[rows]
-        mask = steps[None, :] < length[:, None]  # (B, L)
-        index = np.where(mask, self.hist_end[rows, None] - length[:, None] + steps[None, :], 0)
+        length = self.hist_len[heads]
+        mask = steps[None, :] < length[:, None]  # (R, L)
+        index = np.where(mask, self.hist_end[heads, None] - length[:, None] + steps[None, :], 0)
         history_query = v.queries[self.click_query[index]].astype(np.float32)  # (B, L, D)
         history_pair = self._pair_vectors(self.click_pair_row[index].reshape(-1)).reshape(
             history_query.shape
@@ -186,7 +192,8 @@ class ImpressionFeatures:
         out: Batch = {
             "categorical": torch.from_numpy(self.categorical[rows].astype(np.int64)),
             "dense": torch.from_numpy(self.dense[rows]),
-            "query_vec": torch.from_numpy(v.queries[self.query_id[rows]].astype(np.float32)),
+            "request_index": torch.from_numpy(request_index.astype(np.int64)),
+            "query_vec": torch.from_numpy(v.queries[self.query_id[heads]].astype(np.float32)),
             "item_vec": torch.from_numpy(v.items[self.item_id[rows]].astype(np.float32)),
             "pair_vec": torch.from_numpy(self._pair_vectors(self.pair_row[rows])),
             "history_query_vec": torch.from_numpy(history_query),

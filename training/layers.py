@@ -133,14 +133,24 @@ class TargetAttention(nn.Module):
         self.k = nn.Linear(key_dim, dim, bias=False)
         self.v = nn.Linear(value_dim, dim, bias=False)
 
-    def forward(self, target: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
-        b, length, _ = keys.shape
+    def project_sequence(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """K and V per head, (N, L, *) -> (N, H, L, d): project a sequence once, attend often."""
+        n, length, _ = keys.shape
+        k = self.k(keys).view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v(values).view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def attend(self, target: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """Targets (B, Dq) over projected K, V (B, H, L, d) with mask (B, L) -> (B, dim)."""
+        b, _, length, _ = k.shape
         q = self.q(target).view(b, self.heads, 1, self.head_dim)  # (B, H, 1, d)
-        k = self.k(keys).view(b, length, self.heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
-        v = self.v(values).view(b, length, self.heads, self.head_dim).transpose(1, 2)
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, 1, L)
         valid = mask.view(b, 1, 1, length)
         logits = logits.masked_fill(~valid, -1e9)
         weights = torch.softmax(logits, dim=-1) * valid  # zero weight on padding
         pooled: Tensor = (weights @ v).reshape(b, self.heads * self.head_dim)  # (B, dim)
         return pooled
+
+    def forward(self, target: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        k, v = self.project_sequence(keys, values)
+        return self.attend(target, k, v, mask)
