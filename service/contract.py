@@ -333,7 +333,7 @@ def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:
         )
 
     fields = (
-        categorical("user_id", "user", 200_003, "hashed user id"),
+        categorical("user_id", "user", 50_021, "hashed user id"),
         categorical("user_age", "user", 8, "age bucket 0..5", hashed=False),
         categorical("user_gender", "user", 4, "0 unknown, 1, 2", hashed=False),
         categorical("user_city_tier", "user", 6, "city tier 0..3", hashed=False),
@@ -342,15 +342,15 @@ def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:
         vector(
             "history_pair_vec", "user", "reduced relevance vectors of history pairs", HISTORY_LENGTH
         ),
-        categorical("query_id", "query", 100_003, "hashed normalized query text"),
+        categorical("query_id", "query", 20_011, "hashed normalized query text"),
         categorical(
             "query_category", "query", 1_024, "query category, unknown -> missing", hashed=False
         ),
         dense("query_length", "query", "number of query terms / 4"),
         vector("query_vec", "query", "reduced MiniLM vector of the query text"),
-        categorical("item_id", "item", 500_009, "hashed item id"),
+        categorical("item_id", "item", 100_003, "hashed item id"),
         categorical("item_category", "item", 1_024, "item category", hashed=False),
-        categorical("item_brand", "item", 4_001, "hashed brand"),
+        categorical("item_brand", "item", 2_003, "hashed brand"),
         categorical("item_price_bucket", "item", 8, "price bucket 0..4", hashed=False),
         vector("item_vec", "item", "reduced MiniLM vector of the item title and text"),
         *(dense(name, "pair", "derived relevance feature") for name in RELEVANCE_FEATURES),

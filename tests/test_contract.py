@@ -88,9 +88,9 @@ def test_hash_bucket_is_the_same_in_two_processes() -> None:
 
 def test_hashed_buckets_spread_and_reserve_zero() -> None:
     field = default_feature_spec()["item_id"]
-    buckets = field.encode(range(20_000))
+    buckets = field.encode(range(5_000))
     assert buckets.min() >= 1 and buckets.max() < (field.buckets or 0)
-    assert len(np.unique(buckets)) > 19_000  # few collisions among 20k ids in 500k buckets
+    assert len(np.unique(buckets)) > 4_800  # ~125 collisions expected among 5k ids in 100k
     assert field.encode([None, ""]).tolist() == [0, 0]
 
 
