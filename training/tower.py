@@ -225,7 +225,13 @@ def tower_meta(world_dir: Path, settings: TowerSettings) -> dict[str, Any]:
 def tower_folder(world_dir: Path, settings: TowerSettings) -> Path:
     """Where the tower for these settings and this world's encoder is cached."""
     encoder_meta = json.loads((world_dir / "vectors" / "encoder.json").read_text())
+    # The world's meta names its generator, seed and click model: a regenerated world with other
+    # clicks gets its own tower.
+    world_meta = json.loads((world_dir / "world.json").read_text())
+    world_meta.pop("generated_seconds", None)
     key = json.dumps(
-        {"settings": settings.model_dump(), "encoder": encoder_meta["fingerprint"]}, sort_keys=True
+        {"settings": settings.model_dump(), "encoder": encoder_meta["fingerprint"],
+         "world": world_meta},
+        sort_keys=True,
     )
     return world_dir / "text_tower" / hashlib.sha256(key.encode()).hexdigest()[:16]

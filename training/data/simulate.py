@@ -34,8 +34,8 @@ class ClickModel:
     """The planted parameters of the click process (see the module docstring)."""
 
     intercept: float = -1.1
-    relevance_effect: tuple[float, float, float, float] = (-1.8, -0.7, 0.3, 0.9)
-    interest_weight: float = 0.7
+    relevance_effect: tuple[float, float, float, float] = (-2.4, -1.0, 0.3, 1.0)
+    interest_weight: float = 0.45
     quality_weight: float = 0.5
     price_weight: float = 0.3
     examination_decay: float = 0.8
@@ -108,12 +108,12 @@ def simulate_users(
     # Demographic taste: each (age, gender) cell prefers some categories.
     cell_taste = rng.normal(0.0, 1.0, size=(6, 3, n_categories))
     logits = cell_taste[age, gender] + rng.gumbel(size=(n_users, n_categories)) * 1.2
-    interest = np.exp(1.3 * logits)
+    interest = np.exp(logits)
     interest = interest / interest.sum(axis=1, keepdims=True) * n_categories
     # Relevance sensitivity: older users a little more exacting, strong individual spread, and a
     # per-department factor so one user weighs relevance differently by query type.
-    base = rng.normal(-0.15 + 0.08 * age, 0.45)
-    by_department = rng.normal(0.0, 0.45, size=(n_users, n_departments))
+    base = rng.normal(-0.15 + 0.08 * age, 0.6)
+    by_department = rng.normal(0.0, 0.6, size=(n_users, n_departments))
     sensitivity = np.exp(base[:, None] + by_department)
     return Table(
         {
