@@ -230,8 +230,11 @@ def tower_folder(world_dir: Path, settings: TowerSettings) -> Path:
     world_meta = json.loads((world_dir / "world.json").read_text())
     world_meta.pop("generated_seconds", None)
     key = json.dumps(
-        {"settings": settings.model_dump(), "encoder": encoder_meta["fingerprint"],
-         "world": world_meta},
+        {
+            "settings": settings.model_dump(),
+            "encoder": encoder_meta["fingerprint"],
+            "world": world_meta,
+        },
         sort_keys=True,
     )
     return world_dir / "text_tower" / hashlib.sha256(key.encode()).hexdigest()[:16]

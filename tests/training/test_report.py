@@ -14,10 +14,14 @@ CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 def test_summary_has_mean_std_rela_impr_and_significance() -> None:
     runs = {
-        "wide_deep": [{"auc": 0.70, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4},
-                      {"auc": 0.71, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4}],
-        "prectr": [{"auc": 0.75, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5},
-                   {"auc": 0.76, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5}],
+        "wide_deep": [
+            {"auc": 0.70, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4},
+            {"auc": 0.71, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4},
+        ],
+        "prectr": [
+            {"auc": 0.75, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5},
+            {"auc": 0.76, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5},
+        ],
     }
     report = summarize_runs(runs, [0, 1])
     prectr = report["table"]["prectr"]
@@ -30,8 +34,14 @@ def test_summary_has_mean_std_rela_impr_and_significance() -> None:
 def test_report_trains_each_seed_and_writes_md_json_png(
     encoded_tiny_world: Path, tmp_path: Path
 ) -> None:
-    report = run_report(encoded_tiny_world, tmp_path, configs=["prectr_tiny"], seeds=[0, 1],
-                        config_dir=CONFIGS, overrides={"train.epochs": 1})
+    report = run_report(
+        encoded_tiny_world,
+        tmp_path,
+        configs=["prectr_tiny"],
+        seeds=[0, 1],
+        config_dir=CONFIGS,
+        overrides={"train.epochs": 1},
+    )
     assert len(report["table"]["prectr_tiny"]["auc"]["values"]) == 2
     for name in ("report.md", "report.json", "report.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -40,17 +50,40 @@ def test_report_trains_each_seed_and_writes_md_json_png(
 
 def test_ranker_train_command(encoded_tiny_world: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "train", "--config",
-         str(CONFIGS / "prectr_tiny.toml"), "--data", str(encoded_tiny_world), "--out",
-         str(tmp_path / "run"), "--seed", "3"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "train",
+            "--config",
+            str(CONFIGS / "prectr_tiny.toml"),
+            "--data",
+            str(encoded_tiny_world),
+            "--out",
+            str(tmp_path / "run"),
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "meta.json").read_text())["config"]["train"]["seed"] == 3
     evaluated = subprocess.run(
-        [sys.executable, "-m", "service.cli", "train", "eval", str(tmp_path / "run"), "--data",
-         str(encoded_tiny_world)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "train",
+            "eval",
+            str(tmp_path / "run"),
+            "--data",
+            str(encoded_tiny_world),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["auc"] > 0.6

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from service.contract import EMPTY_QUERY_ID, RELEVANCE_LEVELS
+from training.data.simulate import ClickModel
 from training.data.tables import SPLITS, World
 from training.evaluate import auc
 
@@ -48,7 +49,51 @@ def summarize(world: World) -> dict[str, Any]:
     test = (split == 2) & np.isfinite(p_click)
     if np.any(test):
         summary["oracle_test_auc"] = auc(click[test], p_click[test])
+    if "sensitivity" in world.users and "click_model" in world.meta and "category_department" in (
+        world.meta
+    ):
+        summary["oracle_without"] = oracle_ablation(world)
     return summary
+
+
+def oracle_ablation(world: World) -> dict[str, float]:
+    """Test AUC of the planted P(click) with one factor at a time replaced by its mean.
+
+    Needs the synthetic world's latent columns (sensitivity, interest, quality, price taste);
+    the drop from the full oracle is what that factor is worth.
+    """
+    imp = world.impressions
+    test = np.flatnonzero(imp["split"] == 2)
+    model = ClickModel(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in world.meta["click_model"].items()})
+    user, item = imp["user_id"][test], imp["item_id"][test]
+    department = np.asarray(world.meta["category_department"])
+    query_category = world.queries["category"][imp["query_id"][test]].astype(np.int64)
+    sensitivity = world.users["sensitivity"].astype(np.float64)
+    factors = {
+        "relevance": imp["relevance"][test].astype(np.int64),
+        "sensitivity": sensitivity[user, department[np.maximum(query_category, 0)]],
+        "interest": world.users["interest"][user, world.items["category"][item].astype(np.int64)]
+        .astype(np.float64),
+        "quality": world.items["quality"][item].astype(np.float64),
+        "price_gap": np.abs(world.items["price_bucket"][item].astype(np.float64)
+                            - world.users["price_pref"][user]),
+    }
+    examination = model.examination(imp["position"][test])
+    click = imp["click"][test]
+
+    def oracle_auc(**replaced: Any) -> float:
+        args = {**factors, **replaced}
+        return auc(click, examination / (1 + np.exp(-model.attraction_logit(**args))))
+
+    out = {"full": oracle_auc()}
+    out["relevance"] = oracle_auc(relevance=np.full(len(test), -1))
+    for name in ("sensitivity", "interest", "quality", "price_gap"):
+        out[name] = oracle_auc(**{name: np.full(len(test), factors[name].mean())})
+    out["sensitivity_by_department"] = oracle_auc(
+        sensitivity=sensitivity.mean(axis=1)[user]
+    )
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -74,4 +119,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if "oracle_test_auc" in summary:
         lines.append(f"oracle AUC    {summary['oracle_test_auc']:.4f} (planted P(click), test split)")
+    if "oracle_without" in summary:
+        lines.append("oracle w/o    " + "  ".join(
+            f"{name}: {value:.4f}" for name, value in summary["oracle_without"].items()
+            if name != "full"))
     return "\n".join(lines)

@@ -124,3 +124,11 @@ def test_oracle_beats_chance_clearly(world: World) -> None:
     imp = world.impressions
     test = imp["split"] == 2
     assert auc(imp["click"][test], imp["p_click"][test]) > 0.75
+
+
+def test_every_planted_factor_carries_signal(world: World) -> None:
+    from training.data.summary import oracle_ablation
+
+    ablation = oracle_ablation(world)
+    for factor in ("relevance", "sensitivity", "interest", "quality"):
+        assert ablation[factor] < ablation["full"] - 0.002, factor
