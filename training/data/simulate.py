@@ -91,6 +91,13 @@ class ClickModel:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClickModel:
+        """The inverse of `to_dict` (a world's meta stores the planted parameters)."""
+        fields = {k: float(v) for k, v in values.items() if k != "relevance_effect"}
+        a, b, c, d = (float(x) for x in values["relevance_effect"])
+        return cls(relevance_effect=(a, b, c, d), **fields)
+
 
 def simulate_users(
     rng: np.random.Generator, n_users: int, n_departments: int, n_categories: int

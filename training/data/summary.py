@@ -64,8 +64,7 @@ def oracle_ablation(world: World) -> dict[str, float]:
     """
     imp = world.impressions
     test = np.flatnonzero(imp["split"] == 2)
-    model = ClickModel(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in world.meta["click_model"].items()})
+    model = ClickModel.from_dict(world.meta["click_model"])
     user, item = imp["user_id"][test], imp["item_id"][test]
     department = np.asarray(world.meta["category_department"])
     query_category = world.queries["category"][imp["query_id"][test]].astype(np.int64)
