@@ -5,6 +5,9 @@
 - `ranker train --config C --data D --out O`: one training run (training.train).
 - `ranker train eval RUN --data D`: re-evaluate a finished run on a world's test split.
 - `ranker train report --data D --out O`: every model and ablation over seeds (training.report).
+- `ranker train elec --config C --data D --out O`: ELEC's M-LLM and joint distillation; the run's
+  model is the vanilla network (training.distill).
+- `ranker train elec-report --data D --out O`: ELEC's Tables 2-3 and 5 analogs over seeds.
 """
 
 from __future__ import annotations
@@ -211,6 +214,22 @@ def _report_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _elec_report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ranker train elec-report", description="ELEC Tables 2-3 and 5 analogs (md, json, png)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="an encoded world folder")
+    parser.add_argument("--out", type=Path, required=True, help="report folder (runs reused)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("training/configs/elec.toml"),
+        help="the ELEC experiment",
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    return parser
+
+
 def run_train(argv: Sequence[str]) -> int:
     if argv and argv[0] == "report":
         from training.report import run_report
@@ -227,6 +246,26 @@ def run_train(argv: Sequence[str]) -> int:
 
         print(render_markdown(report))
         print(f"wrote {args.out}/report.md, report.json, report.png")
+        return 0
+    if argv and argv[0] == "elec-report":
+        from training.report import render_elec_markdown, run_elec_report
+
+        args = _elec_report_parser().parse_args(argv[1:])
+        report = run_elec_report(
+            args.data, args.out, config=args.config, seeds=[int(s) for s in args.seeds.split(",")]
+        )
+        print(render_elec_markdown(report))
+        print(f"wrote {args.out}/report.md, report.json, report.png")
+        return 0
+    if argv and argv[0] == "elec":
+        from training.distill import run_elec
+        from training.train import load_config
+
+        args = _train_parser().parse_args(argv[1:])
+        overrides = {"train.seed": args.seed} if args.seed is not None else None
+        elec = run_elec(load_config(args.config, overrides), args.data, args.out)
+        print(json.dumps(elec.metrics, indent=2))
+        print(f"wrote {args.out} (model.pt is the vanilla network)")
         return 0
     if argv and argv[0] == "eval":
         from training.train import evaluate_saved_run

@@ -23,6 +23,7 @@ import os
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,18 @@ class LossSection(_Section):
     pwiser_margin_click: float = 0.1
 
 
+class ElecSection(_Section):
+    """ELEC's distillation (training.distill); switching a term off gives the ablations."""
+
+    mllm_epochs: int = 1
+    mllm_lr: float = 1e-3
+    use_clid: bool = True
+    use_rep: bool = True
+    alpha: float = 1.0
+    encoder_path: str | None = None
+    cache: str = "artifacts/cache/encodings"
+
+
 class ExperimentConfig(_Section):
     name: str
     model: ModelSection
@@ -93,6 +106,7 @@ class ExperimentConfig(_Section):
     prectr: PrectrSection = Field(default_factory=PrectrSection)
     loss: LossSection = Field(default_factory=LossSection)
     text_tower: TowerSettings = Field(default_factory=TowerSettings)
+    elec: ElecSection = Field(default_factory=ElecSection)
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -157,12 +171,25 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def predict(model: nn.Module, features: ImpressionFeatures, rows: Array, batch: int) -> Array:
+ScoreFn = Callable[[dict[str, torch.Tensor], Array], torch.Tensor]
+
+
+def predict(
+    model: nn.Module,
+    features: ImpressionFeatures,
+    rows: Array,
+    batch: int,
+    score_fn: ScoreFn | None = None,
+) -> Array:
+    """Scores of rows in eval mode; ``score_fn(batch, rows)`` replaces ``model(batch)["score"]``."""
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(rows), batch):
-            out.append(model(features.batch(rows[start : start + batch]))["score"].numpy())
+            chunk = rows[start : start + batch]
+            inputs = features.batch(chunk)
+            scores = score_fn(inputs, chunk) if score_fn else model(inputs)["score"]
+            out.append(scores.numpy())
     model.train()
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -171,7 +198,13 @@ def evaluate_rows(
     model: nn.Module, features: ImpressionFeatures, rows: Array, world_dir: Path, batch: int
 ) -> dict[str, float]:
     """AUC, GAUC (by user), LogLoss and Relevance Score@10 (MiniLM vectors) on some rows."""
-    scores = predict(model, features, rows, batch)
+    return score_metrics(predict(model, features, rows, batch), features, rows, world_dir)
+
+
+def score_metrics(
+    scores: Array, features: ImpressionFeatures, rows: Array, world_dir: Path
+) -> dict[str, float]:
+    """The offline metrics of given scores of some rows."""
     labels = features.labels
     minilm_queries = np.load(world_dir / "vectors" / "queries.npy", mmap_mode="r")
     minilm_items = np.load(world_dir / "vectors" / "items.npy", mmap_mode="r")
@@ -346,26 +379,44 @@ def run_training(
     metrics.update({"valid_auc": best_auc, **extra})
     seconds = time.perf_counter() - started
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), out_dir / "model.pt")
-        meta = {
-            "config": cfg.model_dump(),
-            "contract_hash": spec.content_hash,
-            "text_tower": tower_meta(world_dir, cfg.text_tower),
-            "world": {
-                "path": str(world_dir),
-                **{k: world.meta.get(k) for k in ("source", "size", "seed")},
-            },
-            "metrics": metrics,
-            "history": history,
-            "seconds": seconds,
-            "git_sha": git_sha(),
-            "world_size": world_size,
-        }
-        (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        spec.save(out_dir / "feature_spec.json")
+        save_checkpoint(
+            out_dir,
+            model,
+            cfg,
+            spec,
+            world_dir,
+            {"metrics": metrics, "history": history, "seconds": seconds, "world_size": world_size},
+        )
     return RunResult(metrics, out_dir, seconds, model, history)
+
+
+def save_checkpoint(
+    out_dir: Path,
+    model: nn.Module,
+    cfg: ExperimentConfig,
+    spec: FeatureSpec,
+    world_dir: Path,
+    record: dict[str, Any],
+) -> None:
+    """``model.pt`` + ``meta.json`` (config, contract hash, tower, world, git sha, record) +
+    ``metrics.json`` + ``feature_spec.json``."""
+    world_meta = json.loads((world_dir / "world.json").read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    meta = {
+        "config": cfg.model_dump(),
+        "contract_hash": spec.content_hash,
+        "text_tower": tower_meta(world_dir, cfg.text_tower),
+        "world": {
+            "path": str(world_dir),
+            **{k: world_meta.get(k) for k in ("source", "size", "seed")},
+        },
+        "git_sha": git_sha(),
+        **record,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(record["metrics"], indent=2) + "\n")
+    spec.save(out_dir / "feature_spec.json")
 
 
 def evaluate_saved_run(run_dir: Path, world_dir: Path) -> dict[str, float]:

@@ -22,6 +22,7 @@ from training.models.baselines import (
     TabularConfig,
     WideDeep,
 )
+from training.models.elec import ELECConfig, VanillaNetwork
 from training.models.prectr import PRECTR, PRECTRConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type[Any]]] = {
@@ -33,16 +34,21 @@ MODELS: dict[str, tuple[type[nn.Module], type[Any]]] = {
     "din": (DIN, TabularConfig),
     "sukd": (SuKD, TabularConfig),
     "prectr": (PRECTR, PRECTRConfig),
+    "vanilla": (VanillaNetwork, ELECConfig),
 }
 
 
-def build_model(name: str, spec: FeatureSpec, params: dict[str, Any]) -> nn.Module:
-    """Instantiate a registered family; unknown hyperparameters are an error."""
+def build_config(name: str, spec: FeatureSpec, params: dict[str, Any]) -> Any:
+    """A registered family's config dataclass; unknown hyperparameters are an error."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    cls, config_cls = MODELS[name]
+    _, config_cls = MODELS[name]
     # The text width is the contract's, not a free hyperparameter.
     text_dim = next(f.dim for f in spec.select(kind="vector"))
     values = {"text_dim": text_dim, **params}
-    config = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    return cls(spec, config)
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def build_model(name: str, spec: FeatureSpec, params: dict[str, Any]) -> nn.Module:
+    """Instantiate a registered family from its hyperparameters."""
+    return MODELS[name][0](spec, build_config(name, spec, params))

@@ -1,0 +1,291 @@
+"""ELEC's training (papers/elec.txt 2.2-2.3): the M-LLM, then the pseudo-siamese distillation.
+
+1. The M-LLM's new layers learn clicks from the frozen language model's sample vectors
+   (training.sample_text, one encoding per distinct part).
+2. With the M-LLM frozen, the gain network (tabular + M-LLM vector) and the vanilla network
+   (tabular only) train jointly on
+       L_total = L_gain + L_van + L_score + alpha * L_rep
+   with L_score the CLID listwise distillation over each request list (Eq. 1-2) and L_rep the
+   MSE between high-level vectors (Eq. 3). The teacher side of both is detached, so L_score and
+   L_rep move only the vanilla network.
+3. Only the vanilla network is saved as the run's model; the M-LLM and gain metrics go in its
+   meta. `time_per_request` measures ELEC's Table 5 analog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from service.contract import FeatureSpec, default_feature_spec
+from training.data.tables import World
+from training.encode import EncodingCache, MiniLMEncoder, TextEncoder
+from training.evaluate import auc, logloss
+from training.features import ImpressionFeatures
+from training.losses import click_bce, clid_loss, representation_mse
+from training.models import build_config
+from training.models.elec import MLLM, ELECConfig, GainNetwork, VanillaNetwork
+from training.sample_text import SampleVectors, sample_texts, sample_vectors
+from training.tower import train_text_tower
+from training.train import (
+    ElecSection,
+    ExperimentConfig,
+    predict,
+    request_batches,
+    save_checkpoint,
+    score_metrics,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+Array = np.ndarray[Any, Any]
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class ElecResult:
+    metrics: dict[str, float]
+    vanilla: VanillaNetwork
+    gain: GainNetwork
+    mllm: MLLM
+    samples: SampleVectors
+    features: ImpressionFeatures
+
+
+def _with_lm(batch: Batch, samples: SampleVectors, rows: Array) -> Batch:
+    return {**batch, "lm_vec": torch.from_numpy(samples.compose(rows))}
+
+
+def _train_mllm(
+    mllm: MLLM,
+    samples: SampleVectors,
+    features: ImpressionFeatures,
+    train: Array,
+    valid: Array,
+    cfg: ExperimentConfig,
+    rng: np.random.Generator,
+) -> float:
+    """Train the M-LLM's new layers on clicks, freeze them; returns the validation AUC."""
+    settings = cfg.elec
+    optimizer = torch.optim.Adam(mllm.parameters(), lr=settings.mllm_lr, fused=True)
+    click = torch.from_numpy(features.labels["click"])
+    for epoch in range(settings.mllm_epochs):
+        order = rng.permutation(train)
+        for start in tqdm(
+            range(0, len(order), cfg.train.batch_size),
+            leave=False,
+            desc=f"M-LLM epoch {epoch + 1}/{settings.mllm_epochs}",
+        ):
+            rows = order[start : start + cfg.train.batch_size]
+            optimizer.zero_grad()
+            out = mllm(torch.from_numpy(samples.compose(rows)))
+            loss = click_bce(out["logit"], click[rows])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    mllm.eval()
+    for p in mllm.parameters():
+        p.requires_grad_(False)  # frozen from here on (ELEC 2.3.2)
+    with torch.no_grad():
+        scores = mllm(torch.from_numpy(samples.compose(valid)))["score"].numpy()
+    return auc(features.labels["click"][valid], scores)
+
+
+def distillation_loss(
+    gain_out: dict[str, torch.Tensor],
+    vanilla_out: dict[str, torch.Tensor],
+    batch: Batch,
+    settings: ElecSection,
+) -> torch.Tensor:
+    """L_gain + L_van + L_score + alpha * L_rep (Eq. 5), the terms switched by ``settings``."""
+    loss = click_bce(gain_out["logit"], batch["click"]) + click_bce(
+        vanilla_out["logit"], batch["click"]
+    )
+    if settings.use_clid:
+        loss = loss + clid_loss(vanilla_out["logit"], gain_out["logit"], batch["request"])
+    if settings.use_rep:
+        loss = loss + settings.alpha * representation_mse(
+            vanilla_out["high_level"], gain_out["high_level"]
+        )
+    return loss
+
+
+def run_elec(
+    cfg: ExperimentConfig,
+    world_dir: Path,
+    out_dir: Path,
+    *,
+    encoder: TextEncoder | None = None,
+    spec: FeatureSpec | None = None,
+) -> ElecResult:
+    """Train the M-LLM, then gain and vanilla jointly; save the vanilla network as the model."""
+    started = time.perf_counter()
+    settings = cfg.elec
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    seed_everything(cfg.train.seed)
+    rng = np.random.default_rng(cfg.train.seed)
+    spec = spec or default_feature_spec(cfg.text_tower.output_dim)
+    world = World.load(world_dir, mmap=True)
+    features = ImpressionFeatures(world, train_text_tower(world, world_dir, cfg.text_tower), spec)
+    encoder = encoder or MiniLMEncoder(
+        Path(settings.encoder_path) if settings.encoder_path else None
+    )
+    samples = sample_vectors(
+        world, encoder, EncodingCache(Path(settings.cache), encoder.fingerprint, encoder.dim)
+    )
+    train, valid, test = (features.rows_of_split(s) for s in range(3))
+    if cfg.train.max_train_rows and len(train) > cfg.train.max_train_rows:
+        train = train[-cfg.train.max_train_rows :]
+
+    seed_everything(cfg.train.seed)
+    config: ELECConfig = replace(
+        build_config("vanilla", spec, cfg.model.params), lm_dim=encoder.dim
+    )
+    mllm, gain, vanilla = MLLM(config), GainNetwork(spec, config), VanillaNetwork(spec, config)
+    mllm_valid_auc = _train_mllm(mllm, samples, features, train, valid, cfg, rng)
+    log.info("M-LLM valid AUC %.4f", mllm_valid_auc)
+
+    def gain_scores(batch: Batch, rows: Array) -> torch.Tensor:
+        high = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
+        scores: torch.Tensor = gain(batch, high)["score"]
+        return scores
+
+    optimizer = torch.optim.Adam(
+        [*gain.parameters(), *vanilla.parameters()], lr=cfg.train.lr, fused=True
+    )
+    best_auc, best_state, stale = -1.0, None, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.train.epochs):
+        batches = request_batches(features.labels["request"], train, cfg.train.batch_size, rng)
+        total = 0.0
+        for rows in tqdm(batches, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}"):
+            batch = features.batch(rows)
+            with torch.no_grad():
+                teacher_input = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
+            optimizer.zero_grad()
+            loss = distillation_loss(gain(batch, teacher_input), vanilla(batch), batch, settings)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            total += loss.item()
+        valid_auc = auc(
+            features.labels["click"][valid],
+            predict(vanilla, features, valid, cfg.train.eval_batch_size),
+        )
+        history.append(
+            {"epoch": epoch + 1, "train_loss": total / max(len(batches), 1), "valid_auc": valid_auc}
+        )
+        log.info(
+            "%s epoch %d: loss %.4f, vanilla valid AUC %.4f",
+            cfg.name,
+            epoch + 1,
+            history[-1]["train_loss"],
+            valid_auc,
+        )
+        if valid_auc > best_auc:
+            best_auc, stale = valid_auc, 0
+            best_state = (
+                {k: v.clone() for k, v in vanilla.state_dict().items()},
+                {k: v.clone() for k, v in gain.state_dict().items()},
+            )
+        else:
+            stale += 1
+            if stale > cfg.train.patience:
+                break
+    if best_state is not None:
+        vanilla.load_state_dict(best_state[0])
+        gain.load_state_dict(best_state[1])
+
+    clicks = features.labels["click"][test]
+    metrics = score_metrics(
+        predict(vanilla, features, test, cfg.train.eval_batch_size), features, test, world_dir
+    )
+    gain_test = predict(gain, features, test, cfg.train.eval_batch_size, gain_scores)
+    mllm_test = predict(
+        mllm,
+        features,
+        test,
+        cfg.train.eval_batch_size,
+        lambda _, rows: mllm(torch.from_numpy(samples.compose(rows)))["score"],
+    )
+    metrics.update(
+        {
+            "valid_auc": best_auc,
+            "gain_auc": auc(clicks, gain_test),
+            "gain_logloss": logloss(clicks, gain_test),
+            "mllm_auc": auc(clicks, mllm_test),
+            "mllm_logloss": logloss(clicks, mllm_test),
+        }
+    )
+    save_checkpoint(
+        out_dir,
+        vanilla,
+        cfg,
+        spec,
+        world_dir,
+        {
+            "metrics": metrics,
+            "history": history,
+            "elec": settings.model_dump(),
+            "encoder_fingerprint": encoder.fingerprint,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+    torch.save(gain.state_dict(), out_dir / "gain.pt")
+    torch.save(mllm.state_dict(), out_dir / "mllm.pt")
+    return ElecResult(metrics, vanilla, gain, mllm, samples, features)
+
+
+def _median_ms(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+def time_per_request(
+    result: ElecResult,
+    encoder: TextEncoder,
+    sizes: tuple[int, ...] = (1, 100, 500),
+    repeats: int = 5,
+) -> dict[str, dict[str, float]]:
+    """ELEC's Table 5 analog: milliseconds per request (median of ``repeats``) by candidates.
+
+    - mllm: the language model encodes each candidate's sample text online, then the M-LLM layers;
+    - gain: the same language model work plus the gain network;
+    - vanilla: the vanilla network alone on the same request (no language model at all).
+    """
+    features, world = result.features, result.features.world
+    rng = np.random.default_rng(0)
+    table: dict[str, dict[str, float]] = {"mllm": {}, "gain": {}, "vanilla": {}}
+    with torch.no_grad():
+        for n in sizes:
+            head = int(rng.integers(0, world.impressions.n_rows - n))
+            rows = np.arange(head, head + n)
+            batch = features.batch(rows)
+            batch["request_index"] = torch.zeros(n, dtype=torch.long)  # one request
+            texts = sample_texts(world, rows)
+
+            def run_mllm(texts: list[str] = texts) -> torch.Tensor:
+                lm = torch.from_numpy(encoder.encode(texts))
+                high: torch.Tensor = result.mllm(lm)["high_level"]
+                return high
+
+            def run_gain(batch: Batch = batch) -> None:
+                result.gain(batch, run_mllm())
+
+            def run_vanilla(batch: Batch = batch) -> None:
+                result.vanilla(batch)
+
+            table["mllm"][str(n)] = _median_ms(run_mllm, repeats)
+            table["gain"][str(n)] = _median_ms(run_gain, repeats)
+            table["vanilla"][str(n)] = _median_ms(run_vanilla, max(repeats, 20))
+    return table
