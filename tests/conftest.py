@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Progress bars are for people; in test logs they are noise.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 REDIS_URL = os.environ.get("RANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_REQUIRED = os.environ.get("CI") == "true" or os.environ.get("RANKER_REQUIRE_REDIS") == "1"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

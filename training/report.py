@@ -129,7 +129,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     header = "| model | AUC | GAUC | LogLoss | RelaImpr % | Relevance Score@10 |"
     rule = "| --- | --- | --- | --- | --- | --- |"
-    for caption, names in (("Table 1: every model", TABLE1), ("Table 2: ablations", TABLE2)):
+    others = tuple(n for n in table if n not in TABLE1 + TABLE2)
+    for caption, names in (
+        ("Table 1: every model", TABLE1),
+        ("Table 2: ablations", TABLE2),
+        ("Other runs", others),
+    ):
         present = [n for n in names if n in table]
         if not present:
             continue
@@ -159,7 +164,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = report["table"]
-    names = [n for n in dict.fromkeys(TABLE1 + TABLE2) if n in table]
+    names = [n for n in dict.fromkeys((*TABLE1, *TABLE2, *table)) if n in table]
     metrics = [m for m in ("auc", "gauc", "relevance_score_at_10") if m in table[names[0]]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5))
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):

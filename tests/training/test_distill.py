@@ -45,14 +45,17 @@ def test_distillation_terms_switch_off_to_the_two_cross_entropies() -> None:
     gain_out = {"logit": torch.randn(6), "high_level": torch.randn(6, 4)}
     vanilla_out = {"logit": torch.randn(6), "high_level": torch.randn(6, 4)}
     batch = {"click": torch.tensor([1, 0, 0, 1, 0, 0]), "request": torch.tensor([0] * 3 + [1] * 3)}
-    plain = distillation_loss(gain_out, vanilla_out, batch,
-                              ElecSection(use_clid=False, use_rep=False))
+    plain = distillation_loss(
+        gain_out, vanilla_out, batch, ElecSection(use_clid=False, use_rep=False)
+    )
     expected = click_bce(gain_out["logit"], batch["click"]) + click_bce(
-        vanilla_out["logit"], batch["click"])
+        vanilla_out["logit"], batch["click"]
+    )
     torch.testing.assert_close(plain, expected)
     full = distillation_loss(gain_out, vanilla_out, batch, ElecSection(alpha=0.5))
     extra = clid_loss(vanilla_out["logit"], gain_out["logit"], batch["request"]) + 0.5 * (
-        representation_mse(vanilla_out["high_level"], gain_out["high_level"]))
+        representation_mse(vanilla_out["high_level"], gain_out["high_level"])
+    )
     torch.testing.assert_close(full, expected + extra)
 
 
@@ -73,7 +76,10 @@ def test_elec_report_on_tiny_keeps_the_language_model_frozen(
     assert meta["config"]["model"]["family"] == "vanilla" and meta["encoder_fingerprint"]
 
     report = run_elec_report(
-        encoded_tiny_world, tmp_path / "report", seeds=[0], config=CONFIGS / "elec_tiny.toml",
+        encoded_tiny_world,
+        tmp_path / "report",
+        seeds=[0],
+        config=CONFIGS / "elec_tiny.toml",
         overrides={"elec.cache": str(tmp_path / "cache"), "train.epochs": 1},
         timing_sizes=(1, 10),
     )
