@@ -36,6 +36,7 @@ from training.models.elec import MLLM, ELECConfig, GainNetwork, VanillaNetwork
 from training.sample_text import SampleVectors, sample_texts, sample_vectors
 from training.tower import train_text_tower
 from training.train import (
+    EarlyStopping,
     ElecSection,
     ExperimentConfig,
     predict,
@@ -160,8 +161,7 @@ def run_elec(
     optimizer = torch.optim.Adam(
         [*gain.parameters(), *vanilla.parameters()], lr=cfg.train.lr, fused=True
     )
-    best_auc, best_state, stale = -1.0, None, 0
-    history: list[dict[str, float]] = []
+    stopper = EarlyStopping(cfg.name, cfg.train.patience, {"vanilla": vanilla, "gain": gain})
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train, cfg.train.batch_size, rng)
         total = 0.0
@@ -178,29 +178,10 @@ def run_elec(
             features.labels["click"][valid],
             predict(vanilla, features, valid, cfg.train.eval_batch_size),
         )
-        history.append(
-            {"epoch": epoch + 1, "train_loss": total / max(len(batches), 1), "valid_auc": valid_auc}
-        )
-        log.info(
-            "%s epoch %d: loss %.4f, vanilla valid AUC %.4f",
-            cfg.name,
-            epoch + 1,
-            history[-1]["train_loss"],
-            valid_auc,
-        )
-        if valid_auc > best_auc:
-            best_auc, stale = valid_auc, 0
-            best_state = (
-                {k: v.clone() for k, v in vanilla.state_dict().items()},
-                {k: v.clone() for k, v in gain.state_dict().items()},
-            )
-        else:
-            stale += 1
-            if stale > cfg.train.patience:
-                break
-    if best_state is not None:
-        vanilla.load_state_dict(best_state[0])
-        gain.load_state_dict(best_state[1])
+        if stopper.end_epoch(total / max(len(batches), 1), valid_auc):
+            break
+    stopper.restore()
+    best_auc, history = stopper.best_auc, stopper.history
 
     clicks = features.labels["click"][test]
     metrics = score_metrics(

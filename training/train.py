@@ -161,6 +161,48 @@ def request_batches(
     return [np.concatenate(shuffled[i : i + per_batch]) for i in range(0, len(shuffled), per_batch)]
 
 
+class EarlyStopping:
+    """Keeps the best weights of some modules by validation AUC and says when to stop.
+
+    Stops once ``patience`` + 1 epochs in a row fail to beat the best; `restore` loads the best.
+    """
+
+    def __init__(self, name: str, patience: int, modules: dict[str, nn.Module]) -> None:
+        self.name = name
+        self.patience = patience
+        self.modules = modules
+        self.best_auc = -1.0
+        self.history: list[dict[str, float]] = []
+        self._best: dict[str, dict[str, torch.Tensor]] = {}
+        self._stale = 0
+
+    def end_epoch(self, train_loss: float, valid_auc: float) -> bool:
+        """Record an epoch; True when training should stop."""
+        self.history.append(
+            {"epoch": len(self.history) + 1, "train_loss": train_loss, "valid_auc": valid_auc}
+        )
+        log.info(
+            "%s epoch %d: train loss %.4f, valid AUC %.4f",
+            self.name,
+            len(self.history),
+            train_loss,
+            valid_auc,
+        )
+        if valid_auc > self.best_auc:
+            self.best_auc, self._stale = valid_auc, 0
+            self._best = {
+                name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                for name, module in self.modules.items()
+            }
+            return False
+        self._stale += 1
+        return self._stale > self.patience
+
+    def restore(self) -> None:
+        for name, state in self._best.items():
+            self.modules[name].load_state_dict(state)
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initializes the process group under torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -334,8 +376,7 @@ def run_training(
     if world_size > 1:
         trainable = nn.parallel.DistributedDataParallel(model)
 
-    best_auc, best_state, stale = -1.0, None, 0
-    history: list[dict[str, float]] = []
+    stopper = EarlyStopping(cfg.name, cfg.train.patience, {"model": model})
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train_rows, cfg.train.batch_size, rng)
         batches = batches[: len(batches) - len(batches) % world_size][rank::world_size]
@@ -355,25 +396,10 @@ def run_training(
             features.labels["click"][valid_rows],
             predict(model, features, valid_rows, cfg.train.eval_batch_size),
         )
-        history.append(
-            {"epoch": epoch + 1, "train_loss": total / max(len(batches), 1), "valid_auc": valid_auc}
-        )
-        log.info(
-            "%s epoch %d: train loss %.4f, valid AUC %.4f",
-            cfg.name,
-            epoch + 1,
-            history[-1]["train_loss"],
-            valid_auc,
-        )
-        if valid_auc > best_auc:
-            best_auc, stale = valid_auc, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale > cfg.train.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.end_epoch(total / max(len(batches), 1), valid_auc):
+            break
+    stopper.restore()
+    best_auc, history = stopper.best_auc, stopper.history
 
     metrics = evaluate_rows(model, features, test_rows, world_dir, cfg.train.eval_batch_size)
     metrics.update({"valid_auc": best_auc, **extra})

@@ -23,8 +23,14 @@ from typing import Any
 import numpy as np
 
 from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH, RELEVANCE_LEVELS, normalize_text
-from training.data.simulate import ClickModel, session_times, show_lists, simulate_users
-from training.data.tables import Table, World, attach_histories
+from training.data.simulate import (
+    ClickModel,
+    session_times,
+    show_lists,
+    simulate_impressions,
+    simulate_users,
+)
+from training.data.tables import Table, World, attach_histories, click_log
 
 
 class DataFormatError(ValueError):
@@ -130,12 +136,6 @@ def _split_by_group(rng: np.random.Generator, n_groups: int) -> np.ndarray[Any, 
     return split
 
 
-def _click_log(impressions: dict[str, Any]) -> dict[str, Any]:
-    is_click = (impressions["click"] == 1) & (impressions["query_id"] != EMPTY_QUERY_ID)
-    order = np.lexsort((impressions["time"][is_click], impressions["user_id"][is_click]))
-    return {k: impressions[k][is_click][order] for k in ("user_id", "time", "query_id", "item_id")}
-
-
 def world_from_relevance(
     labels: Table,
     *,
@@ -211,30 +211,24 @@ def world_from_relevance(
     relevance = pool_level[query][rows, shown].reshape(-1)[keep]
     user_of = user[session]
     price_gap = np.abs(items["price_bucket"][item].astype(np.float64) - users["price_pref"][user_of])
-    p_click, click, conversion = model.sample(
+    impressions = simulate_impressions(
         rng,
+        model,
+        session=session,
+        times=times,
+        hours=hours,
+        user=user_of,
+        query=query[session],
+        item=item,
+        position=position,
         relevance=relevance,
-        sensitivity=users["sensitivity"][user_of, 0].astype(np.float64),
+        sensitivity=users["sensitivity"][user_of, 0],
         interest=np.ones(len(item)),
         quality=quality[item],
         price_gap=price_gap,
-        position=position,
     )
-    impressions: dict[str, Any] = {
-        "request_id": session.astype(np.int64),
-        "time": times[session],
-        "hour": hours[session].astype(np.int8),
-        "user_id": user_of.astype(np.int32),
-        "query_id": query[session].astype(np.int32),
-        "item_id": item.astype(np.int32),
-        "position": position.astype(np.int8),
-        "relevance": relevance.astype(np.int8),
-        "click": click,
-        "conversion": conversion,
-        "p_click": p_click.astype(np.float32),
-        "split": _split_by_group(rng, n_queries)[query[session]],
-    }
-    clicks = _click_log(impressions)
+    impressions["split"] = _split_by_group(rng, n_queries)[query[session]]
+    clicks = click_log(impressions)
     attach_histories(impressions, clicks, HISTORY_LENGTH)
     meta = {
         "source": source,
@@ -359,7 +353,7 @@ def load_amazon_scientific(
     impressions["hour"] = ((impressions["time"] // 3_600) % 24).astype(np.int8)
     impressions["conversion"] = np.zeros(n_rows, dtype=np.int8)
     impressions["p_click"] = np.full(n_rows, np.nan, dtype=np.float32)
-    clicks = _click_log(impressions)
+    clicks = click_log(impressions)
     attach_histories(impressions, clicks, HISTORY_LENGTH)
     n_users = len(user_keys)
     unknown = np.full(n_users, -1, dtype=np.int8)

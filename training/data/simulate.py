@@ -166,3 +166,49 @@ def pick_rows(rng: np.random.Generator, weights: FloatArray) -> IntArray:
     draw = rng.random(len(weights)) * cdf[:, -1]
     column = np.minimum((cdf < draw[:, None]).sum(axis=1), weights.shape[1] - 1)
     return np.asarray(column, dtype=np.int64)
+
+
+def simulate_impressions(
+    rng: np.random.Generator,
+    model: ClickModel,
+    *,
+    session: IntArray,
+    times: IntArray,
+    hours: IntArray,
+    user: Column,
+    query: Column,
+    item: Column,
+    position: Column,
+    relevance: Column,
+    sensitivity: Column,
+    interest: Column,
+    quality: Column,
+    price_gap: Column,
+) -> dict[str, Column]:
+    """Clicks and conversions of shown rows, as the impression columns every world writes.
+
+    ``session`` gives each row's request; ``times`` and ``hours`` are per request; the rest are
+    per row.
+    """
+    p_click, click, conversion = model.sample(
+        rng,
+        relevance=relevance,
+        sensitivity=sensitivity.astype(np.float64),
+        interest=interest,
+        quality=quality,
+        price_gap=price_gap,
+        position=position,
+    )
+    return {
+        "request_id": session.astype(np.int64),
+        "time": times[session],
+        "hour": hours[session].astype(np.int8),
+        "user_id": user.astype(np.int32),
+        "query_id": query.astype(np.int32),
+        "item_id": item.astype(np.int32),
+        "position": position.astype(np.int8),
+        "relevance": relevance.astype(np.int8),
+        "click": click,
+        "conversion": conversion,
+        "p_click": p_click.astype(np.float32),
+    }

@@ -23,9 +23,10 @@ from training.data.simulate import (
     pick_rows,
     session_times,
     show_lists,
+    simulate_impressions,
     simulate_users,
 )
-from training.data.tables import Table, World, attach_histories, time_split
+from training.data.tables import Table, World, attach_histories, click_log, time_split
 from training.data.vocabulary import ATTRIBUTES, CATEGORIES, DEPARTMENTS, department_brands
 
 Size = Literal["tiny", "default", "large"]
@@ -124,7 +125,7 @@ class _Generator:
         pairs, pools, pool_relevance = self._pools(intents, products)
         users = simulate_users(self.rng, self.config.n_users, len(DEPARTMENTS), len(CATEGORIES))
         impressions = self._impressions(items, queries, users, pools, pool_relevance)
-        clicks = _click_log(impressions)
+        clicks = click_log(impressions)
         attach_histories(impressions, clicks, HISTORY_LENGTH)
         impressions["split"] = time_split(impressions["time"])
         meta: dict[str, Any] = {
@@ -331,40 +332,20 @@ class _Generator:
         price_gap = np.abs(
             items["price_bucket"].astype(np.float64)[item] - users["price_pref"][user_of]
         )
-        p_click, click, conversion = self.click_model.sample(
+        return simulate_impressions(
             rng,
+            self.click_model,
+            session=session,
+            times=times,
+            hours=hours,
+            user=user_of,
+            query=query_of,
+            item=item,
+            position=position,
             relevance=relevance,
-            sensitivity=sensitivity.astype(np.float64),
+            sensitivity=sensitivity,
             interest=interest[user_of, item_category],
             quality=quality[item],
             price_gap=price_gap,
-            position=position,
         )
-        return {
-            "request_id": session.astype(np.int64),
-            "time": times[session],
-            "hour": hours[session].astype(np.int8),
-            "user_id": user_of.astype(np.int32),
-            "query_id": query_of.astype(np.int32),
-            "item_id": item.astype(np.int32),
-            "position": position.astype(np.int8),
-            "relevance": relevance.astype(np.int8),
-            "click": click,
-            "conversion": conversion,
-            "p_click": p_click.astype(np.float32),
-        }
-
-
-def _click_log(impressions: dict[str, Any]) -> dict[str, Any]:
-    """The search clicks, sorted by (user, time): what later impressions see as history."""
-    is_click = (impressions["click"] == 1) & (impressions["query_id"] != EMPTY_QUERY_ID)
-    user = impressions["user_id"][is_click]
-    at = impressions["time"][is_click]
-    order = np.lexsort((at, user))
-    return {
-        "user_id": user[order],
-        "time": at[order],
-        "query_id": impressions["query_id"][is_click][order],
-        "item_id": impressions["item_id"][is_click][order],
-    }
 

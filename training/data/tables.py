@@ -29,6 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from service.contract import EMPTY_QUERY_ID
+
 Column = npt.NDArray[Any]
 TABLE_NAMES: tuple[str, ...] = ("items", "queries", "users", "pairs", "impressions", "clicks")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -122,6 +124,13 @@ def _json_default(value: object) -> object:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def click_log(impressions: Mapping[str, Column]) -> dict[str, Column]:
+    """The search clicks, sorted by (user, time): what later impressions see as history."""
+    is_click = (impressions["click"] == 1) & (impressions["query_id"] != EMPTY_QUERY_ID)
+    order = np.lexsort((impressions["time"][is_click], impressions["user_id"][is_click]))
+    return {k: impressions[k][is_click][order] for k in ("user_id", "time", "query_id", "item_id")}
 
 
 def attach_histories(
