@@ -104,7 +104,11 @@ class LogisticRegression(nn.Module):
 
 
 class DNN(nn.Module):
-    """Embedding & MLP with sum-pooled history (query and pair vectors of past clicks)."""
+    """Embedding & MLP with sum-pooled history (query and pair vectors of past clicks).
+
+    Shapes:
+        batch (B candidates, R requests) -> logit, score (B,); history pooled per request.
+    """
 
     def __init__(self, spec: FeatureSpec, config: TabularConfig) -> None:
         super().__init__()
@@ -146,7 +150,11 @@ class WideDeep(nn.Module):
 
 
 class SuKD(nn.Module):
-    """Wide&Deep with the query and item text vectors as supplementary deep inputs."""
+    """Wide&Deep with the query and item text vectors as supplementary deep inputs.
+
+    Shapes:
+        batch -> logit, score (B,); query_vec (R, D) gathered to (B, D).
+    """
 
     def __init__(self, spec: FeatureSpec, config: TabularConfig) -> None:
         super().__init__()
@@ -159,7 +167,11 @@ class SuKD(nn.Module):
 
 
 class DeepFM(nn.Module):
-    """First-order weights + FM over field embeddings + deep MLP over the same embeddings."""
+    """First-order weights + FM over field embeddings + deep MLP over the same embeddings.
+
+    Shapes:
+        batch -> logit, score (B,); field embeddings (B, F, E).
+    """
 
     def __init__(self, spec: FeatureSpec, config: TabularConfig) -> None:
         super().__init__()
@@ -201,7 +213,11 @@ class DCNv2(nn.Module):
 
 
 class DIN(nn.Module):
-    """Target attention of the candidate over the history, pooled beside the tabular input."""
+    """Target attention of the candidate over the history, pooled beside the tabular input.
+
+    Shapes:
+        batch -> logit, score (B,); keys and values projected per request (R, H, L, d).
+    """
 
     def __init__(self, spec: FeatureSpec, config: TabularConfig) -> None:
         super().__init__()
