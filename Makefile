@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/ranker data generate --size tiny --seed 0 --out $(DEMO_DIR)/world
 	$(BIN)/ranker data encode $(DEMO_DIR)/world --cache $(DEMO_DIR)/encodings
+	$(BIN)/ranker train --config training/configs/prectr_tiny.toml --data $(DEMO_DIR)/world --out $(DEMO_DIR)/prectr
+	$(BIN)/ranker train elec --config training/configs/elec_tiny.toml --data $(DEMO_DIR)/world --out $(DEMO_DIR)/elec
 
 lint: venv
 	$(BIN)/ruff check .
