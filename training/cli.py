@@ -215,6 +215,8 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _elec_report_parser() -> argparse.ArgumentParser:
+    from training.report import CONFIG_DIR
+
     parser = argparse.ArgumentParser(
         prog="ranker train elec-report", description="ELEC Tables 2-3 and 5 analogs (md, json, png)"
     )
@@ -223,7 +225,7 @@ def _elec_report_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         type=Path,
-        default=Path("training/configs/elec.toml"),
+        default=CONFIG_DIR / "elec.toml",
         help="the ELEC experiment",
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
