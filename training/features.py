@@ -139,7 +139,8 @@ class ImpressionFeatures:
         )
 
         self.pair_row = find_pairs(world, query, item)
-        pair_dense = pair_relevance_features(world)
+        self.pair_dense = pair_relevance_features(world)  # (P, 5), also RSL pretraining's input
+        pair_dense = self.pair_dense
         query_terms = np.array([len(tokenize(str(t))) for t in queries["text"]], np.float32)
         dense: dict[str, Array] = {
             "history_length": imp["hist_len"].astype(np.float32) / HISTORY_LENGTH,

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from service.contract import FeatureSpec, default_feature_spec
 from training.data.tables import World
 from training.evaluate import auc, gauc, logloss, relevance_score_at_k
-from training.features import ImpressionFeatures, pair_relevance_features
+from training.features import ImpressionFeatures
 from training.losses import click_bce, pwiser, relevance_cross_entropy, semantic_consistency
 from training.models import build_model
 from training.models.prectr import PRECTR
@@ -277,7 +277,7 @@ def _pretrain_rsl(
     q = torch.from_numpy(v.queries[world.pairs["query_id"][rows]].astype(np.float32))
     i = torch.from_numpy(v.items[world.pairs["item_id"][rows]].astype(np.float32))
     p = torch.from_numpy(v.pairs[rows].astype(np.float32))
-    relevance = torch.from_numpy(pair_relevance_features(world)[rows])
+    relevance = torch.from_numpy(features.pair_dense[rows])
     level = torch.from_numpy(world.pairs["relevance"][rows].astype(np.int64))
     optimizer = torch.optim.Adam(model.rsl_parameters(), lr=cfg.prectr.pretrain_lr)
     loss = torch.zeros(())
