@@ -40,14 +40,13 @@ from service.contract import (
 from training.data.tables import World
 
 Array = npt.NDArray[Any]
-CANDIDATE_INPUTS: tuple[str, ...] = ("categorical", "dense", "item_vec", "pair_vec")
+#: The inputs that come once per request (leading dimension R), gathered by ``request_index``.
 REQUEST_INPUTS: tuple[str, ...] = (
     "query_vec",
     "history_query_vec",
     "history_pair_vec",
     "history_mask",
 )
-INPUT_GROUPS: tuple[str, ...] = (*CANDIDATE_INPUTS, "request_index", *REQUEST_INPUTS)
 Batch = dict[str, Tensor]
 
 

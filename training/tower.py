@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from training.data.tables import World
+from training.encode import VECTOR_DTYPE  # fp16: what the index stores, read back in training
 from training.evaluate import auc
 from training.features import ReducedVectors, find_pairs
 from training.losses import click_bce, relevance_cross_entropy
 from training.models.text_tower import PairApproximator, TextTower, TextTowerConfig
 
 log = logging.getLogger(__name__)
-VECTOR_DTYPE = np.float16  # what the index stores; training reads the same rounded values
 
 
 class TowerSettings(BaseModel):

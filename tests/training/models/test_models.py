@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from service.contract import default_feature_spec
+from training.features import REQUEST_INPUTS
 from training.layers import TargetAttention
 from training.models import MODELS, build_model
 from training.models.baselines import example_batch
@@ -46,7 +47,7 @@ def test_one_request_equals_the_request_repeated_per_candidate(name: str) -> Non
     """Request-level inputs once (R = 1) give the same scores as one copy per candidate."""
     once = example_batch(SPEC, 5, requests=1)
     repeated = dict(once)
-    for key in ("query_vec", "history_query_vec", "history_pair_vec", "history_mask"):
+    for key in REQUEST_INPUTS:
         repeated[key] = once[key].expand(5, *once[key].shape[1:])
     repeated["request_index"] = torch.arange(5)
     model = _build(name)
