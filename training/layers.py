@@ -146,7 +146,8 @@ class TargetAttention(nn.Module):
         q = self.q(target).view(b, self.heads, 1, self.head_dim)  # (B, H, 1, d)
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, 1, L)
         valid = mask.view(b, 1, 1, length)
-        logits = logits.masked_fill(~valid, -1e9)
+        # finfo.min, not a literal: -1e9 overflows to -inf in fp16 and NaNs an empty history.
+        logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1) * valid  # zero weight on padding
         pooled: Tensor = (weights @ v).reshape(b, self.heads * self.head_dim)  # (B, dim)
         return pooled

@@ -446,15 +446,32 @@ def save_checkpoint(
     spec.save(out_dir / "feature_spec.json")
 
 
-def evaluate_saved_run(run_dir: Path, world_dir: Path) -> dict[str, float]:
-    """Test-split metrics of a finished run's weights on a world (writes ``eval.json``)."""
+@dataclass
+class SavedRun:
+    """A finished run read back: its model (eval mode), config, contract and meta record."""
+
+    model: nn.Module
+    config: ExperimentConfig
+    spec: FeatureSpec
+    meta: dict[str, Any]
+
+
+def load_saved_run(run_dir: Path) -> SavedRun:
+    """The model a run saved (``model.pt``), rebuilt from its own config and contract."""
     meta = json.loads((run_dir / "meta.json").read_text())
     cfg = ExperimentConfig.model_validate(meta["config"])
     spec = FeatureSpec.load(run_dir / "feature_spec.json")
-    world = World.load(world_dir, mmap=True)
-    features = ImpressionFeatures(world, train_text_tower(world, world_dir, cfg.text_tower), spec)
     model = build_model(cfg.model.family, spec, cfg.model.params)
     model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    return SavedRun(model.eval(), cfg, spec, meta)
+
+
+def evaluate_saved_run(run_dir: Path, world_dir: Path) -> dict[str, float]:
+    """Test-split metrics of a finished run's weights on a world (writes ``eval.json``)."""
+    run = load_saved_run(run_dir)
+    cfg, spec, model = run.config, run.spec, run.model
+    world = World.load(world_dir, mmap=True)
+    features = ImpressionFeatures(world, train_text_tower(world, world_dir, cfg.text_tower), spec)
     metrics = evaluate_rows(
         model, features, features.rows_of_split(2), world_dir, cfg.train.eval_batch_size
     )

@@ -155,19 +155,34 @@ class PRECTR(nn.Module):
             batch["history_mask"],
         )
 
-    def forward(self, batch: Batch) -> dict[str, Tensor]:
+    def arch_logits(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """The three networks' raw outputs: rsl logits (B, 4), click logits (B, 4), log tau (B,).
+
+        Everything up to here may run in reduced precision; `fuse` is the probability math.
+        """
         rsl_logits = self.rsl_logits(batch)  # (B, 4)
-        p_rsl = torch.softmax(rsl_logits, dim=1)
-        p_click_given_rsl = torch.sigmoid(self.base(batch))  # (B, 4)
-        fused = (p_click_given_rsl * p_rsl).sum(dim=1).clamp(_EPS, 1 - _EPS)  # Eq. 1, (B,)
-        logit = torch.log(fused) - torch.log1p(-fused)
+        click_logits = self.base(batch)  # (B, 4)
         r_expect = self.request_context(batch)  # (R, D): once per request
         if self.incentive is not None and r_expect is not None:
             log_tau = self.incentive(batch["pair_vec"], r_expect[batch["request_index"]])  # (B,)
         else:
-            log_tau = torch.zeros_like(logit)
-        logit = logit + log_tau
-        return {
+            log_tau = torch.zeros_like(click_logits[:, 0])
+        return rsl_logits, click_logits, log_tau
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return fuse(*self.arch_logits(batch))
+
+    def rsl_parameters(self) -> list[nn.Parameter]:
+        return list(self.rsl.parameters())
+
+
+def fuse(rsl_logits: Tensor, click_logits: Tensor, log_tau: Tensor) -> dict[str, Tensor]:
+    """Eq. 1 and the odds-scaled incentive: (B, 4), (B, 4), (B,) -> PRECTR's named outputs."""
+    p_rsl = torch.softmax(rsl_logits, dim=1)
+    p_click_given_rsl = torch.sigmoid(click_logits)  # (B, 4)
+    fused = (p_click_given_rsl * p_rsl).sum(dim=1).clamp(_EPS, 1 - _EPS)  # Eq. 1, (B,)
+    logit = torch.log(fused) - torch.log1p(-fused) + log_tau
+    return {
             "logit": logit,
             "score": torch.sigmoid(logit),
             "rsl_logits": rsl_logits,
@@ -175,6 +190,3 @@ class PRECTR(nn.Module):
             "p_click_given_rsl": p_click_given_rsl,
             "tau": torch.exp(log_tau),
         }
-
-    def rsl_parameters(self) -> list[nn.Parameter]:
-        return list(self.rsl.parameters())

@@ -1,0 +1,183 @@
+"""Build a model package from a finished training run (see service/package.py for the format).
+
+Steps: rebuild the run's model; for PRECTR load its world's pair approximator; export the fp32
+graph (and the fp16 GPU variant); hold each graph to parity through the service's runner; run the
+reference inputs; write ``manifest.json``. Everything is written into a temporary folder that is
+renamed into place only when every step passed, so a failed export leaves no package behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from export.onnx import export_graph, input_specs, output_specs, random_inputs, served_module
+from export.parity import BOUNDS, ParityResult, check_parity
+from service.contract import HISTORY_LENGTH
+from service.inference import OnnxRunner, RunnerSettings
+from service.package import (
+    Family,
+    GraphFile,
+    Manifest,
+    ModelPackage,
+    Precision,
+    StoredArray,
+    file_sha256,
+    write_manifest,
+)
+from training.models.text_tower import PairApproximator
+from training.tower import tower_folder
+from training.train import SavedRun, git_sha, load_saved_run
+
+log = logging.getLogger(__name__)
+
+GRAPH_FILES: dict[Precision, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+#: Candidates in the reference inputs a reload runs (small: they live in the manifest).
+REFERENCE_CANDIDATES = 5
+
+
+class ExportError(RuntimeError):
+    """The run cannot be exported (wrong family, missing tower, failed parity)."""
+
+
+@dataclass
+class ExportResult:
+    package: ModelPackage
+    parity: dict[Precision, ParityResult]
+    seconds: float
+
+
+def family_of(run: SavedRun) -> Family:
+    family = run.config.model.family
+    if family not in ("prectr", "vanilla"):
+        raise ExportError(f"family {family!r} is not served; export prectr or vanilla runs")
+    return cast(Family, family)
+
+
+def load_approximator(run: SavedRun, world_dir: Path) -> PairApproximator:
+    """The pair approximator trained with the run's text tower, checked by fingerprint."""
+    folder = tower_folder(world_dir, run.config.text_tower)
+    meta_path, weights = folder / "meta.json", folder / "approximator.pt"
+    if not weights.is_file():
+        raise ExportError(f"{world_dir}: no text tower at {folder}; train on this world first")
+    tower = json.loads(meta_path.read_text())
+    if tower["fingerprint"] != run.meta["text_tower"]["fingerprint"]:
+        raise ExportError(
+            f"{folder}: text tower {tower['fingerprint'][:12]} is not the run's "
+            f"{run.meta['text_tower']['fingerprint'][:12]}"
+        )
+    approximator = PairApproximator(int(tower["config"]["output_dim"]))
+    approximator.load_state_dict(torch.load(weights, weights_only=True))
+    return approximator.eval()
+
+
+def default_version() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def export_run(
+    run_dir: Path,
+    out_root: Path,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    world_dir: Path | None = None,
+    fp16: bool = True,
+    runner_settings: RunnerSettings | None = None,
+    parity_rounds: int = 2,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a run to ``out_root/<name>/<version>/``; raises `ExportError` or `ParityError`."""
+    started = time.perf_counter()
+    run = load_saved_run(run_dir)
+    family = family_of(run)
+    name, version = name or family, version or default_version()
+    world_dir = world_dir or Path(run.meta["world"]["path"])
+    approximator = load_approximator(run, world_dir) if family == "prectr" else None
+    settings = runner_settings or RunnerSettings(device="cpu")
+    final = out_root / name / version
+    if final.exists():
+        raise ExportError(f"{final} exists; packages are immutable, pick another --version")
+    staging = final.parent / f".{version}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        reference = served_module(family, run.model, approximator)
+        reference_inputs = random_inputs(family, run.spec, REFERENCE_CANDIDATES, seed)
+        graphs: dict[Precision, GraphFile] = {}
+        parity: dict[Precision, ParityResult] = {}
+        for precision in ("fp32", "fp16") if fp16 else ("fp32",):
+            module: nn.Module = served_module(
+                family, run.model, approximator, half=precision == "fp16"
+            )
+            path = export_graph(module, family, run.spec, staging / GRAPH_FILES[precision], seed)
+            runner = OnnxRunner(path, settings)
+            result = check_parity(
+                reference, runner, family, run.spec, precision, rounds=parity_rounds, seed=seed
+            )
+            log.info("%s: %s", name, result.describe())
+            result.raise_if_failed()
+            parity[precision] = result
+            outputs = runner.run(reference_inputs)
+            graphs[precision] = GraphFile(
+                file=path.name,
+                sha256=file_sha256(path),
+                parity_bound=BOUNDS[precision],
+                parity=result.report,
+                reference_outputs={k: StoredArray.of(v) for k, v in outputs.items()},
+            )
+        manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
+        write_manifest(staging, manifest)
+        ModelPackage(staging)  # read back what was written: the same checks the service runs
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(ModelPackage(final), parity, time.perf_counter() - started)
+
+
+def _manifest(
+    run_dir: Path,
+    run: SavedRun,
+    family: Family,
+    name: str,
+    version: str,
+    graphs: dict[Precision, GraphFile],
+    reference_inputs: dict[str, Any],
+) -> Manifest:
+    tower = run.meta["text_tower"]
+    metrics = {
+        k: float(v) for k, v in run.meta.get("metrics", {}).items() if isinstance(v, int | float)
+    }
+    return Manifest(
+        name=name,
+        family=family,
+        version=version,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        git_sha=git_sha(),
+        contract_hash=run.spec.content_hash,
+        text_dim=int(tower["config"]["output_dim"]),
+        encoder_fingerprint=str(tower["encoder_fingerprint"]),
+        text_tower_fingerprint=str(tower["fingerprint"]),
+        history_length=HISTORY_LENGTH,
+        inputs=input_specs(family, run.spec),
+        outputs=output_specs(family),
+        graphs=graphs,
+        reference_inputs={k: StoredArray.of(v) for k, v in reference_inputs.items()},
+        metrics=metrics,
+        training={
+            "run_dir": str(run_dir),
+            "config": run.config.model_dump(),
+            "world": run.meta.get("world", {}),
+            "training_git_sha": run.meta.get("git_sha", ""),
+        },
+    )

@@ -1,0 +1,182 @@
+"""The model package: what `ranker export onnx` writes and the service loads.
+
+A package is a folder ``artifacts/<model>/<version>/`` holding
+
+- ``model.onnx`` (fp32) and optionally ``model.fp16.onnx`` (the GPU variant);
+- ``manifest.json``: the `Manifest` below: input and output names, dtypes and symbolic dims, the
+  contract hash, the encoder and text-tower fingerprints the index must match, the training
+  metrics, reference inputs and outputs (so a reload can prove the file computes what the exporter
+  measured), the parity results, when and from which commit it was made.
+
+This module owns the format and its validation; it imports no torch, so the service reads
+packages with it and `export/` writes them with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+#: The symbolic name of the candidate axis in every exported graph.
+CANDIDATE_AXIS = "candidates"
+Precision = Literal["fp32", "fp16"]
+Family = Literal["prectr", "vanilla"]
+
+
+class PackageError(ValueError):
+    """A package that is missing, malformed or inconsistent with itself."""
+
+
+class TensorSpec(BaseModel):
+    """One graph input or output: its name, numpy dtype name and shape (ints or axis names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def per_candidate(self) -> bool:
+        """True when the leading axis is the candidate axis (padded to a bucket)."""
+        return bool(self.shape) and self.shape[0] == CANDIDATE_AXIS
+
+
+class StoredArray(BaseModel):
+    """A numpy array kept exactly in JSON: dtype, shape and base64 of its little-endian bytes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: str
+
+    @classmethod
+    def of(cls, array: npt.NDArray[Any]) -> StoredArray:
+        contiguous = np.ascontiguousarray(array)
+        little = contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False)
+        return cls(
+            dtype=str(contiguous.dtype),
+            shape=tuple(int(d) for d in contiguous.shape),
+            data=base64.b64encode(little.tobytes()).decode("ascii"),
+        )
+
+    def array(self) -> npt.NDArray[Any]:
+        raw = base64.b64decode(self.data)
+        dtype = np.dtype(self.dtype).newbyteorder("<")
+        return np.frombuffer(raw, dtype=dtype).astype(self.dtype).reshape(self.shape)
+
+
+class GraphFile(BaseModel):
+    """One ONNX file of the package, its checksum, and its reference outputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    sha256: str
+    #: The largest abs difference to the torch model the exporter accepted for this precision.
+    parity_bound: float
+    #: What parity measured: {output: {"max_abs": .., "mean_abs": ..}}.
+    parity: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference_outputs: dict[str, StoredArray]
+
+
+class Manifest(BaseModel):
+    """Everything the service needs to know about a package before it runs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = MANIFEST_FORMAT
+    name: str
+    family: Family
+    version: str
+    created: str
+    git_sha: str
+    contract_hash: str
+    text_dim: int
+    encoder_fingerprint: str
+    text_tower_fingerprint: str
+    history_length: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    graphs: dict[Precision, GraphFile]
+    reference_inputs: dict[str, StoredArray]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.outputs)
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+class ModelPackage:
+    """A package folder, read and checked: the manifest parses and every graph file matches its
+    checksum. Running the reference inputs is the caller's job (it owns the runner)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise PackageError(f"{folder}: no {MANIFEST_FILE}")
+        try:
+            self.manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise PackageError(f"{path}: invalid manifest: {err}") from err
+        if self.manifest.format != MANIFEST_FORMAT:
+            raise PackageError(
+                f"{path}: manifest format {self.manifest.format}, this service reads "
+                f"{MANIFEST_FORMAT}"
+            )
+        for precision, graph in self.manifest.graphs.items():
+            file = folder / graph.file
+            if not file.is_file():
+                raise PackageError(f"{folder}: {precision} graph {graph.file} is missing")
+            if file_sha256(file) != graph.sha256:
+                raise PackageError(f"{file}: checksum does not match the manifest")
+
+    def graph_path(self, precision: Precision) -> Path:
+        graph = self.manifest.graphs.get(precision)
+        if graph is None:
+            raise PackageError(
+                f"{self.folder}: no {precision} graph (has {sorted(self.manifest.graphs)})"
+            )
+        return self.folder / graph.file
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"ModelPackage({m.name}@{m.version}, {self.folder})"
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (sorted keys, so two exports of one model diff cleanly)."""
+    path = folder / MANIFEST_FILE
+    body = json.loads(manifest.model_dump_json())
+    path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,375 @@
+"""The feature store: everything one request needs from the static index, in one fetch.
+
+`FeatureStore` is the protocol; two implementations serve the same snapshot:
+
+- `EmbeddedStore`: the snapshot memory-mapped in-process (the demo; users without a server);
+- `RedisStore`: the snapshot loaded into Redis (service/index/loader.py) under a versioned
+  namespace, read with redis.asyncio in one round trip per request: a single MGET of the live
+  pointer, the version's meta, the query, the user, every candidate and every (query, candidate)
+  pair (on Redis Cluster: one pipelined MGET per shard).
+
+The query text is resolved before the fetch, in-process, by `QueryMatcher` (exact normalized text,
+else the nearest known query by lexical similarity, else none). Anything the index lacks comes back
+as defaults with a flag and a miss count, never as an exception.
+
+A RedisStore follows the live pointer: the pointer rides along in every MGET, and when it moves the
+store loads the new version's lexical table in the background while it keeps answering from the
+version it has (the loader keeps an old version for a grace period after the switch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+
+from service.index.keys import DEFAULT_NAMESPACE, KeySchema
+from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
+from service.index.records import decode_item, decode_pair, decode_query, decode_user
+from service.index.snapshot import Snapshot, SnapshotMeta
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int32]
+BoolArray = npt.NDArray[np.bool_]
+MissKind = Literal["query", "user", "item", "pair"]
+RedisClient = aredis.Redis | RedisCluster
+
+
+class IndexUnavailable(RuntimeError):
+    """No live index: nothing loaded yet, or the store cannot be reached."""
+
+
+@dataclass(frozen=True)
+class QueryFeatures:
+    match: QueryMatch
+    category: int  # -1 unknown
+    vec: FloatArray  # (D,), zeros when the query is empty or unresolved
+
+
+@dataclass(frozen=True)
+class UserFeatures:
+    known: bool
+    age: int  # -1 unknown, as city_tier and gender
+    gender: int
+    city_tier: int
+    history_query_vec: FloatArray  # (n, D), n <= history length, oldest first
+    history_pair_vec: FloatArray  # (n, D)
+
+
+@dataclass(frozen=True)
+class CandidateFeatures:
+    item_known: BoolArray  # (N,)
+    category: IntArray  # (N,), -1 unknown, as brand and price_bucket
+    brand: IntArray
+    price_bucket: IntArray
+    item_vec: FloatArray  # (N, D), zeros for unknown items
+    titles: list[str]  # '' for unknown items
+    texts: list[str]
+    pair_known: BoolArray  # (N,) True where the index holds the (query, item) pair vector
+    pair_vec: FloatArray  # (N, D), zeros where unknown
+
+    @classmethod
+    def unknown(cls, n: int, dim: int) -> CandidateFeatures:
+        return cls(
+            item_known=np.zeros(n, dtype=bool),
+            category=np.full(n, -1, dtype=np.int32),
+            brand=np.full(n, -1, dtype=np.int32),
+            price_bucket=np.full(n, -1, dtype=np.int32),
+            item_vec=np.zeros((n, dim), dtype=np.float32),
+            titles=[""] * n,
+            texts=[""] * n,
+            pair_known=np.zeros(n, dtype=bool),
+            pair_vec=np.zeros((n, dim), dtype=np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class RequestFeatures:
+    """What the index says about one request; ``misses`` counts what it did not know."""
+
+    index_version: str
+    query: QueryFeatures
+    user: UserFeatures
+    candidates: CandidateFeatures
+    misses: dict[MissKind, int] = field(default_factory=dict)
+
+
+def unknown_user(dim: int) -> UserFeatures:
+    empty = np.zeros((0, dim), dtype=np.float32)
+    return UserFeatures(False, -1, -1, -1, empty, empty)
+
+
+def _misses(query: QueryMatch, user: UserFeatures, c: CandidateFeatures) -> dict[MissKind, int]:
+    pair_misses = int((c.item_known & ~c.pair_known).sum()) if query.row >= 0 else 0
+    return {
+        "query": int(query.kind == "none"),
+        "user": int(not user.known),
+        "item": int((~c.item_known).sum()),
+        "pair": pair_misses,
+    }
+
+
+class FeatureStore(Protocol):
+    """One request's features from the static index."""
+
+    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
+        """Features of ``user_id``, ``query`` and each of ``item_ids`` (in order)."""
+        ...
+
+    async def meta(self) -> tuple[str, SnapshotMeta]:
+        """The live index version and its meta (raises `IndexUnavailable` without one)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedStore:
+    """A snapshot memory-mapped in-process; its version is the snapshot folder's name."""
+
+    def __init__(self, snapshot: Snapshot, match_threshold: float | None = None) -> None:
+        self.snapshot = snapshot
+        self.version = snapshot.folder.name
+        self.dim = snapshot.meta.text_dim
+        index = deserialize_index(snapshot.lexical_index_path.read_bytes())
+        threshold = (
+            snapshot.meta.lexical["threshold"] if match_threshold is None else match_threshold
+        )
+        self.matcher = QueryMatcher(
+            snapshot.query_text.to_list(), index, float(threshold), snapshot.meta.lexical["dim"]
+        )
+
+    async def meta(self) -> tuple[str, SnapshotMeta]:
+        return self.version, self.snapshot.meta
+
+    async def close(self) -> None:
+        return None
+
+    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
+        return self.fetch_now(user_id, query, item_ids)
+
+    def fetch_now(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
+        """`fetch` without the event loop (it never waits on anything)."""
+        s = self.snapshot
+        match = self.matcher.match(query)
+        if match.row >= 0:
+            q = QueryFeatures(
+                match, int(s.query_category[match.row]), s.query_vec[match.row].astype(np.float32)
+            )
+        else:
+            q = QueryFeatures(match, -1, np.zeros(self.dim, dtype=np.float32))
+
+        user_row = int(s.rows("user", [user_id])[0])
+        user = unknown_user(self.dim)
+        if user_row >= 0:
+            history_query, history_pair = s.user_history(user_row)
+            user = UserFeatures(
+                True,
+                int(s.user_age[user_row]),
+                int(s.user_gender[user_row]),
+                int(s.user_city_tier[user_row]),
+                history_query.astype(np.float32),
+                history_pair.astype(np.float32),
+            )
+
+        rows = s.rows("item", list(item_ids))
+        known = rows >= 0
+        at = np.maximum(rows, 0)
+        c = CandidateFeatures.unknown(len(item_ids), self.dim)
+        c.item_known[:] = known
+        for column, source in (
+            (c.category, s.item_category),
+            (c.brand, s.item_brand),
+            (c.price_bucket, s.item_price_bucket),
+        ):
+            column[known] = source[at[known]]
+        c.item_vec[known] = s.item_vec[at[known]]
+        for i in np.flatnonzero(known):
+            c.titles[i], c.texts[i] = s.item_title[int(at[i])], s.item_text[int(at[i])]
+        pair_rows = s.pair_rows(match.row, rows)
+        c.pair_known[:] = pair_rows >= 0
+        c.pair_vec[c.pair_known] = s.pair_vec[pair_rows[c.pair_known]]
+        return RequestFeatures(self.version, q, user, c, _misses(match, user, c))
+
+
+@dataclass(frozen=True)
+class _LiveVersion:
+    version: str
+    meta: SnapshotMeta
+    matcher: QueryMatcher
+
+
+class RedisStore:
+    """The static index in Redis (single server or cluster), one round trip per request."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        namespace: str = DEFAULT_NAMESPACE,
+        match_threshold: float | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = KeySchema(namespace)
+        self.match_threshold = match_threshold
+        self._live: _LiveVersion | None = None
+        self._refreshing: asyncio.Task[_LiveVersion] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        cluster: bool = False,
+        timeout_s: float = 0.5,
+        match_threshold: float | None = None,
+    ) -> RedisStore:
+        """A store on a redis:// URL; ``cluster`` for Redis Cluster (any node's URL)."""
+        options: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        }
+        client: RedisClient = (
+            RedisCluster.from_url(url, **options)
+            if cluster
+            else aredis.Redis.from_url(url, **options)
+        )
+        return cls(client, namespace, match_threshold)
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        await self.client.aclose()
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if isinstance(self.client, RedisCluster):
+            values = await self.client.mget_nonatomic(keys)
+        else:
+            values = await self.client.mget(keys)
+        return list(values)
+
+    async def refresh(self) -> _LiveVersion:
+        """Read the live pointer and that version's meta and lexical table."""
+        try:
+            raw_version = await self.client.get(self.keys.live)
+            if raw_version is None:
+                raise IndexUnavailable(f"no live index under {self.keys.namespace!r}")
+            version = raw_version.decode() if isinstance(raw_version, bytes) else raw_version
+            meta_raw, index_blob, texts_raw = await self._mget(
+                [
+                    self.keys.meta(version),
+                    self.keys.lexical_index(version),
+                    self.keys.lexical_texts(version),
+                ]
+            )
+        except aredis.RedisError as err:
+            raise IndexUnavailable(f"Redis: {err}") from err
+        if meta_raw is None or index_blob is None or texts_raw is None:
+            raise IndexUnavailable(f"index version {version} is incomplete or was removed")
+        body = json.loads(meta_raw)
+        meta = SnapshotMeta(**body["snapshot"])
+        texts = texts_raw.decode("utf-8").split("\n") if texts_raw else []
+        threshold = self.match_threshold
+        if threshold is None:
+            threshold = float(meta.lexical["threshold"])
+        matcher = QueryMatcher(
+            texts, deserialize_index(index_blob), threshold, int(meta.lexical["dim"])
+        )
+        self._live = _LiveVersion(version, meta, matcher)
+        log.info("index version %s is live (%s)", version, meta.counts)
+        return self._live
+
+    async def _current(self) -> _LiveVersion:
+        return self._live if self._live is not None else await self.refresh()
+
+    def _refresh_in_background(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self.refresh())
+            self._refreshing.add_done_callback(_log_failure)
+
+    async def meta(self) -> tuple[str, SnapshotMeta]:
+        live = await self._current()
+        return live.version, live.meta
+
+    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
+        live = await self._current()
+        values = await self._fetch_values(live, user_id, query, item_ids)
+        if values is None:  # the version was removed under us: follow the pointer, once
+            live = await self.refresh()
+            values = await self._fetch_values(live, user_id, query, item_ids)
+            if values is None:
+                raise IndexUnavailable(f"index version {live.version} vanished during a fetch")
+        return values
+
+    async def _fetch_values(
+        self, live: _LiveVersion, user_id: str, query: str, item_ids: Sequence[str]
+    ) -> RequestFeatures | None:
+        v, keys, dim = live.version, self.keys, live.meta.text_dim
+        match = live.matcher.match(query)
+        n = len(item_ids)
+        wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
+        wanted += [keys.item(v, i) for i in item_ids]
+        if match.row >= 0:
+            wanted.append(keys.query(v, match.matched_text))
+            wanted += [keys.pair(v, match.matched_text, i) for i in item_ids]
+        try:
+            values = await self._mget(wanted)  # the one round trip
+        except aredis.RedisError as err:
+            raise IndexUnavailable(f"Redis: {err}") from err
+        pointer, meta_raw, user_raw = values[0], values[1], values[2]
+        if meta_raw is None:
+            return None
+        if pointer is not None and pointer.decode() != v:
+            self._refresh_in_background()  # this request is answered from the version it knew
+
+        if match.row >= 0 and values[3 + n] is not None:
+            record = decode_query(values[3 + n], dim)  # type: ignore[arg-type]
+            q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
+        else:
+            q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
+
+        user = unknown_user(dim)
+        if user_raw is not None:
+            u = decode_user(user_raw, dim)
+            user = UserFeatures(
+                True,
+                u.age,
+                u.gender,
+                u.city_tier,
+                u.history_query_vec.astype(np.float32),
+                u.history_pair_vec.astype(np.float32),
+            )
+
+        c = CandidateFeatures.unknown(n, dim)
+        for i, raw in enumerate(values[3 : 3 + n]):
+            if raw is None:
+                continue
+            item = decode_item(raw, dim)
+            c.item_known[i] = True
+            c.category[i], c.brand[i], c.price_bucket[i] = (
+                item.category,
+                item.brand,
+                item.price_bucket,
+            )
+            c.item_vec[i] = item.vec
+            c.titles[i], c.texts[i] = item.title, item.text
+        if match.row >= 0:
+            for i, raw in enumerate(values[4 + n :]):
+                if raw is not None:
+                    c.pair_known[i] = True
+                    c.pair_vec[i] = decode_pair(raw, dim)
+        return RequestFeatures(v, q, user, c, _misses(match, user, c))
+
+
+def _log_failure(task: asyncio.Task[_LiveVersion]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("index refresh failed: %s", task.exception())
