@@ -181,3 +181,38 @@ def _manifest(
             "training_git_sha": run.meta.get("git_sha", ""),
         },
     )
+
+
+def recheck_package(
+    folder: Path,
+    *,
+    run_dir: Path | None = None,
+    world_dir: Path | None = None,
+    runner_settings: RunnerSettings | None = None,
+    rounds: int = 2,
+    seed: int = 1,
+) -> list[ParityResult]:
+    """Parity of an existing package's graphs against the run it was exported from."""
+    package = ModelPackage(folder)
+    manifest = package.manifest
+    run_dir = run_dir or Path(str(manifest.training.get("run_dir", "")))
+    run = load_saved_run(run_dir)
+    if run.spec.content_hash != manifest.contract_hash:
+        raise ExportError(f"{run_dir} was trained on another contract than {folder}")
+    family = family_of(run)
+    world_dir = world_dir or Path(run.meta["world"]["path"])
+    approximator = load_approximator(run, world_dir) if family == "prectr" else None
+    reference = served_module(family, run.model, approximator)
+    settings = runner_settings or RunnerSettings(device="cpu")
+    return [
+        check_parity(
+            reference,
+            OnnxRunner(package.graph_path(precision), settings),
+            family,
+            run.spec,
+            precision,
+            rounds=rounds,
+            seed=seed,
+        )
+        for precision in manifest.graphs
+    ]

@@ -21,6 +21,8 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS: dict[str, Subcommand] = {
     "data": Subcommand("training.cli", "generate, import and encode data sets"),
     "train": Subcommand("training.cli", "train models, evaluate runs, write reports"),
+    "export": Subcommand("export.cli", "ONNX model packages, parity checks, index snapshots"),
+    "index": Subcommand("service.index.cli", "load a snapshot into Redis, show index versions"),
 }
 
 

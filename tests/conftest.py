@@ -60,3 +60,64 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not present: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def encoded_tiny_world(tiny_world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world encoded by the hashing test encoder (milliseconds, no MiniLM)."""
+    import shutil
+
+    from training.encode import EncodingCache, HashingTestEncoder, encode_world
+
+    folder = tmp_path_factory.mktemp("encoded") / "world"
+    shutil.copytree(tiny_world_dir, folder)
+    encoder = HashingTestEncoder(dim=32)
+    cache = EncodingCache(folder.parent / "cache", encoder.fingerprint, encoder.dim)
+    encode_world(folder, encoder, cache, progress=False)
+    return folder
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(encoded_tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One trained run per served family on the tiny world: {"prectr": dir, "vanilla": dir}.
+
+    The vanilla network is trained alone (family "vanilla" under `ranker train`): export reads
+    the same VanillaNetwork whether or not ELEC distilled it.
+    """
+    from training.train import load_config, run_training
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for family, config in (("prectr", "prectr_tiny"), ("vanilla", "elec_tiny")):
+        cfg = load_config(CONFIGS / f"{config}.toml", {"train.epochs": 1, "train.threads": 1})
+        run_training(cfg, encoded_tiny_world, root / family)
+        runs[family] = root / family
+    return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Each tiny run exported once (fp32 + fp16): {family: ExportResult}."""
+    from export.package import export_run
+
+    root = tmp_path_factory.mktemp("packages")
+    return {
+        family: export_run(run, root, version="1", parity_rounds=1)
+        for family, run in tiny_runs.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_snapshot(tiny_runs: dict[str, Path], encoded_tiny_world: Path, tmp_path_factory):
+    """The index snapshot of the tiny world with the PRECTR run's text tower."""
+    from export.snapshot import write_snapshot
+    from service.index.snapshot import Snapshot
+    from training.train import load_saved_run
+
+    run = load_saved_run(tiny_runs["prectr"])
+    out = tmp_path_factory.mktemp("snapshots") / "tiny"
+    write_snapshot(encoded_tiny_world, run.config.text_tower, out)
+    return Snapshot(out)

@@ -159,7 +159,7 @@ class _Lock:
         self.client.eval(self._RELEASE, 1, self.key, self.token)
 
 
-def _versions(client: SyncClient, keys: KeySchema) -> dict[str, dict[str, Any]]:
+def version_states(client: SyncClient, keys: KeySchema) -> dict[str, dict[str, Any]]:
     raw: dict[bytes, bytes] = client.hgetall(keys.versions)  # type: ignore[assignment]
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
@@ -207,7 +207,7 @@ def _write_records(
     version: str,
     batch: int,
     lock: _Lock,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], object] | None,
 ) -> list[str]:
     """MSET every record in chunks, then check that each written key exists."""
     written: list[str] = []
@@ -246,7 +246,7 @@ def load_snapshot(
     batch: int = DEFAULT_BATCH,
     lock_ttl_s: float = DEFAULT_LOCK_TTL_S,
     grace_s: float = DEFAULT_GRACE_S,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> LoadResult:
     """Load ``snapshot`` as a new live version (see the module docstring for the steps)."""
     if manifest is not None:
@@ -256,7 +256,7 @@ def load_snapshot(
     lock.acquire()
     try:
         previous = live_version(client, keys)
-        for version, state in _versions(client, keys).items():
+        for version, state in version_states(client, keys).items():
             if version != previous:  # left by a killed or failed load (or a retired one)
                 log.info("removing version %s left %s", version, state.get("state"))
                 delete_version(client, keys, version)

@@ -183,10 +183,10 @@ def fuse(rsl_logits: Tensor, click_logits: Tensor, log_tau: Tensor) -> dict[str,
     fused = (p_click_given_rsl * p_rsl).sum(dim=1).clamp(_EPS, 1 - _EPS)  # Eq. 1, (B,)
     logit = torch.log(fused) - torch.log1p(-fused) + log_tau
     return {
-            "logit": logit,
-            "score": torch.sigmoid(logit),
-            "rsl_logits": rsl_logits,
-            "p_rsl": p_rsl,
-            "p_click_given_rsl": p_click_given_rsl,
-            "tau": torch.exp(log_tau),
-        }
+        "logit": logit,
+        "score": torch.sigmoid(logit),
+        "rsl_logits": rsl_logits,
+        "p_rsl": p_rsl,
+        "p_click_given_rsl": p_click_given_rsl,
+        "tau": torch.exp(log_tau),
+    }
