@@ -25,6 +25,10 @@ demo: venv
 	$(BIN)/ranker data encode $(DEMO_DIR)/world --cache $(DEMO_DIR)/encodings
 	$(BIN)/ranker train --config training/configs/prectr_tiny.toml --data $(DEMO_DIR)/world --out $(DEMO_DIR)/prectr
 	$(BIN)/ranker train elec --config training/configs/elec_tiny.toml --data $(DEMO_DIR)/world --out $(DEMO_DIR)/elec
+	rm -rf $(DEMO_DIR)/packages $(DEMO_DIR)/snapshot
+	$(BIN)/ranker export onnx $(DEMO_DIR)/prectr --out $(DEMO_DIR)/packages --version demo
+	$(BIN)/ranker export onnx $(DEMO_DIR)/elec --out $(DEMO_DIR)/packages --version demo
+	$(BIN)/ranker export snapshot --run $(DEMO_DIR)/prectr --out $(DEMO_DIR)/snapshot
 
 lint: venv
 	$(BIN)/ruff check .

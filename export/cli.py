@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(command: str, argv: Sequence[str]) -> int:
     """Entry point the `ranker` dispatcher calls."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("onnxscript", "onnx_ir", "faiss.loader"):  # per-pass notes, not progress
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     started = time.perf_counter()
     if args.action == "onnx":

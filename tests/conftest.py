@@ -81,7 +81,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(encoded_tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny_runs(
+    encoded_tiny_world: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """One trained run per served family on the tiny world: {"prectr": dir, "vanilla": dir}.
 
     The vanilla network is trained alone (family "vanilla" under `ranker train`): export reads

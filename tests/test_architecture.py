@@ -11,11 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _modules_after(statement: str) -> set[str]:
-    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    # The module list goes to stderr: the statement may print to stdout (a usage text).
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)), file=sys.stderr)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    return {line.split(".")[0] for line in result.stdout.split()}
+    return {name.split(".")[0] for name in result.stderr.split()}
 
 
 def test_contract_imports_neither_torch_nor_fastapi() -> None:
@@ -27,6 +28,12 @@ def test_contract_imports_neither_torch_nor_fastapi() -> None:
 
 def test_ranker_dispatcher_imports_no_subcommand_until_named() -> None:
     loaded = _modules_after("import service.cli; service.cli.main(['--help'])")
+    assert not loaded & {"torch", "training", "export", "transformers"}
+
+
+def test_service_modules_load_without_torch() -> None:
+    statement = "import service.store, service.inference, service.index.loader, service.index.cli"
+    loaded = _modules_after(statement)
     assert not loaded & {"torch", "training", "export", "transformers"}
 
 

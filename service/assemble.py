@@ -1,0 +1,131 @@
+"""Feature assembly: one request's features from the index -> the named arrays a graph takes.
+
+The arrays are built by the contract's own encoders (`FeatureField.encode`, `relevance_features`,
+`tokenize`), the functions training used, so train and serve cannot skew. Which text feeds what:
+
+- the query's vector, category and id bucket come from the known query the store resolved
+  (exact text, or the nearest by lexical similarity), because those are what the model learned;
+- the lexical features (query length, the five relevance features) are computed from the
+  request's own text, which is exact for any text;
+- an unresolved query has zero vectors, category "missing" and its own (untrained) id bucket;
+- an empty query is a recommendation request: is_search 0, zero pair vectors marked known (the
+  model trained on zeros there, not on the approximator's guess).
+
+Items the index lacks take values from the request's ``features`` where given (category, brand,
+price bucket, title, text), else defaults; the position is served as missing (bucket 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.contract import HISTORY_LENGTH, FeatureSpec, relevance_features, tokenize
+from service.store import RequestFeatures
+
+Arrays = dict[str, npt.NDArray[Any]]
+#: Item values a request may supply per candidate (used where the index has no value).
+SUPPLIED_INT_FEATURES = ("item_category", "item_brand", "item_price_bucket")
+SUPPLIED_TEXT_FEATURES = ("title", "text")
+
+
+@dataclass(frozen=True)
+class Assembled:
+    inputs: Arrays
+    #: Candidates whose item the index lacked and the request filled in (by index).
+    supplied: int
+
+
+def _int_or_none(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+class Assembler:
+    """Builds graph inputs for one feature contract (shared by every model of that contract)."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.categorical = tuple(f.name for f in spec.select(kind="categorical"))
+        self.dense = tuple(f.name for f in spec.select(kind="dense"))
+        self.relevance = spec.relevance_features
+
+    def assemble(
+        self,
+        user_id: str,
+        query: str,
+        item_ids: Sequence[str],
+        features: RequestFeatures,
+        hour: int,
+        supplied: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> Assembled:
+        """All inputs of every family: each graph takes the subset it names."""
+        spec, n = self.spec, len(item_ids)
+        c, q, u = features.candidates, features.query, features.user
+        category, brand, price = c.category.copy(), c.brand.copy(), c.price_bucket.copy()
+        titles, texts = list(c.titles), list(c.texts)
+        filled = 0
+        for i, extra in enumerate(supplied or ()):
+            if not extra or c.item_known[i]:
+                continue
+            filled += 1
+            for name, column in zip(SUPPLIED_INT_FEATURES, (category, brand, price), strict=True):
+                if name in extra:
+                    column[i] = int(extra[name])
+            titles[i] = str(extra.get("title", titles[i]))
+            texts[i] = str(extra.get("text", texts[i]))
+
+        is_search = q.match.kind != "empty"
+        resolved = q.match.row >= 0
+        id_text = q.match.matched_text if resolved else q.match.text
+        columns: dict[str, npt.NDArray[np.int64]] = {
+            "user_id": spec["user_id"].encode([user_id]).repeat(n),
+            "user_age": spec["user_age"].encode([_int_or_none(u.age)]).repeat(n),
+            "user_gender": spec["user_gender"].encode([_int_or_none(u.gender)]).repeat(n),
+            "user_city_tier": spec["user_city_tier"].encode([_int_or_none(u.city_tier)]).repeat(n),
+            "query_id": spec["query_id"].encode([id_text]).repeat(n),
+            "query_category": spec["query_category"].encode([_int_or_none(q.category)]).repeat(n),
+            "item_id": spec["item_id"].encode(item_ids),
+            "item_category": spec["item_category"].encode([_int_or_none(int(v)) for v in category]),
+            "item_brand": spec["item_brand"].encode([_int_or_none(int(v)) for v in brand]),
+            "item_price_bucket": spec["item_price_bucket"].encode(
+                [_int_or_none(int(v)) for v in price]
+            ),
+            "is_search": spec["is_search"].encode([int(is_search)]).repeat(n),
+            "hour": spec["hour"].encode([hour]).repeat(n),
+            "position": np.zeros(n, dtype=np.int64),  # served as missing: no position bias
+        }
+        dense: dict[str, npt.NDArray[np.float32]] = {
+            "history_length": np.full(n, len(u.history_query_vec) / HISTORY_LENGTH, np.float32),
+            "query_length": np.full(n, len(tokenize(query)) / 4.0, np.float32),
+        }
+        lexical = relevance_features(query, q.category, titles, texts, category)  # (N, 5)
+        has_item = c.item_known | np.array([bool(t) for t in titles])
+        lexical[~has_item] = 0.0
+        for k, name in enumerate(self.relevance):
+            dense[name] = lexical[:, k]
+
+        dim = len(q.vec)
+        history_query = np.zeros((1, HISTORY_LENGTH, dim), dtype=np.float32)
+        history_pair = np.zeros((1, HISTORY_LENGTH, dim), dtype=np.float32)
+        length = min(len(u.history_query_vec), HISTORY_LENGTH)
+        history_query[0, :length] = u.history_query_vec[-length:] if length else 0.0
+        history_pair[0, :length] = u.history_pair_vec[-length:] if length else 0.0
+        mask = np.zeros((1, HISTORY_LENGTH), dtype=bool)
+        mask[0, :length] = True
+        pair_known = c.pair_known | (not is_search)  # recommendation: zeros are the truth
+        inputs: Arrays = {
+            "categorical": np.stack([columns[name] for name in self.categorical], axis=1),
+            "dense": np.stack([dense[name] for name in self.dense], axis=1),
+            "item_vec": c.item_vec,
+            "pair_vec": c.pair_vec,
+            "pair_known": pair_known,
+            "query_vec": q.vec.reshape(1, dim),
+            "history_query_vec": history_query,
+            "history_pair_vec": history_pair,
+            "history_mask": mask,
+        }
+        return Assembled(inputs, filled)

@@ -1,0 +1,101 @@
+"""The ONNX runner: buckets, chunking, input checks, IOBinding and the device choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export.onnx import random_inputs
+from service.inference import InferenceError, OnnxRunner, RunnerSettings, runner_for
+from service.package import ModelPackage
+
+
+@pytest.fixture(scope="module")
+def prectr(tiny_exports: dict[str, Any]) -> ModelPackage:
+    package: ModelPackage = tiny_exports["prectr"].package
+    return package
+
+
+def _spec(tiny_runs: Any) -> Any:
+    from training.train import load_saved_run
+
+    return load_saved_run(tiny_runs["prectr"]).spec
+
+
+def test_padding_and_chunking_do_not_change_any_score(prectr: ModelPackage, tiny_runs: Any) -> None:
+    spec = _spec(tiny_runs)
+    inputs = random_inputs("prectr", spec, 45, seed=3)
+    exact = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", buckets=(45,)))
+    padded = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", buckets=(8, 64)))
+    chunked = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", buckets=(4, 16)))
+    assert padded.bucket_for(45) == 64 and chunked.bucket_for(45) == 16
+    want = exact.run(inputs)
+    for runner in (padded, chunked):
+        got = runner.run(inputs)
+        for name, values in want.items():
+            assert got[name].shape == values.shape
+            np.testing.assert_allclose(got[name], values, atol=1e-6)
+
+
+def test_io_binding_gives_the_same_outputs(prectr: ModelPackage, tiny_runs: Any) -> None:
+    spec = _spec(tiny_runs)
+    plain = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
+    bound = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", io_binding=True))
+    for n in (3, 16, 3, 200):  # the same bucket twice: its buffers are updated in place
+        inputs = random_inputs("prectr", spec, n, seed=n)
+        want, got = plain.run(inputs), bound.run(inputs)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda x: x.pop("dense"), "missing"),
+        (lambda x: x.update(extra=np.zeros(3)), "extra"),
+        (lambda x: x.update(dense=x["dense"].astype(np.float64)), "dtype"),
+        (lambda x: x.update(dense=x["dense"][:2]), "disagree"),
+        (lambda x: x.update(query_vec=np.repeat(x["query_vec"], 2, axis=0)), "leading size 1"),
+        (lambda x: x.update(item_vec=x["item_vec"][:, :3]), "does not fit"),
+    ],
+)
+def test_inputs_that_do_not_fit_the_graph_are_refused(
+    prectr: ModelPackage, tiny_runs: Any, change: Any, message: str
+) -> None:
+    runner = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
+    inputs = random_inputs("prectr", _spec(tiny_runs), 5, seed=0)
+    change(inputs)
+    with pytest.raises(InferenceError, match=message):
+        runner.run(inputs)
+
+
+def test_warm_runs_every_bucket_and_providers_are_the_sessions(prectr: ModelPackage) -> None:
+    runner = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", buckets=(4, 8)))
+    runner.warm(rounds=1)
+    assert runner.providers == ("CPUExecutionProvider",)
+    assert not runner.on_gpu
+
+
+def test_auto_precision_serves_fp32_without_a_gpu(prectr: ModelPackage) -> None:
+    runner, precision = runner_for(prectr, RunnerSettings(device="auto"), "auto")
+    if runner.on_gpu:
+        assert precision == "fp16"
+    else:
+        assert precision == "fp32" and runner.path.name == "model.onnx"
+
+
+def test_cuda_is_refused_where_it_cannot_start(prectr: ModelPackage) -> None:
+    probe = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="auto"))
+    if probe.on_gpu:
+        pytest.skip("a GPU is usable here")
+    assert "CPUExecutionProvider" in ort.get_available_providers()
+    with pytest.raises(InferenceError, match="cuda"):
+        OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cuda"))
+
+
+def test_bad_buckets_are_refused(prectr: ModelPackage) -> None:
+    with pytest.raises(InferenceError, match="increasing"):
+        OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(buckets=(64, 16)))

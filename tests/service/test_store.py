@@ -1,0 +1,172 @@
+"""The FeatureStore contract, run against both implementations over the same snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from service.index.keys import KeySchema
+from service.index.loader import load_snapshot
+from service.index.snapshot import Snapshot
+from service.store import EmbeddedStore, FeatureStore, RedisStore
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def store(
+    request: pytest.FixtureRequest, tiny_snapshot: Snapshot
+) -> AsyncIterator[FeatureStore]:
+    if request.param == "embedded":
+        yield EmbeddedStore(tiny_snapshot)
+        return
+    url, prefix = request.getfixturevalue("redis_prefix")
+    client = redis.Redis.from_url(url)
+    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+    client.close()
+    redis_store = RedisStore.from_url(url, namespace=prefix)
+    yield redis_store
+    await redis_store.close()
+
+
+def _known(s: Snapshot) -> tuple[str, str, int, list[str], list[int]]:
+    """A user with history, a query with pairs, and the items of its first pairs."""
+    user_row = int(np.argmax(np.diff(s.history_offsets)))
+    pair_query = np.asarray(s.pair_query)
+    query_row = int(pair_query[np.searchsorted(pair_query, 1)])  # the first non-empty query
+    rows = np.flatnonzero(pair_query == query_row)[:5]
+    item_rows = [int(s.pair_item[r]) for r in rows]
+    return (
+        s.user_key[user_row],
+        s.query_text[query_row],
+        user_row,
+        [s.item_key[i] for i in item_rows],
+        item_rows,
+    )
+
+
+async def test_known_entities_come_back_exactly_as_the_snapshot_holds_them(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    s = tiny_snapshot
+    user_id, query, user_row, item_ids, item_rows = _known(s)
+    features = await store.fetch(user_id, query, item_ids)
+
+    assert features.misses == {"query": 0, "user": 0, "item": 0, "pair": 0}
+    assert features.query.match.kind == "exact"
+    query_row = features.query.match.row
+    np.testing.assert_array_equal(features.query.vec, s.query_vec[query_row].astype(np.float32))
+    assert features.query.category == int(s.query_category[query_row])
+
+    history_query, history_pair = s.user_history(user_row)
+    assert features.user.known and features.user.age == int(s.user_age[user_row])
+    np.testing.assert_array_equal(features.user.history_query_vec, history_query)
+    np.testing.assert_array_equal(features.user.history_pair_vec, history_pair)
+
+    c = features.candidates
+    assert c.item_known.all() and c.pair_known.all()
+    np.testing.assert_array_equal(c.item_vec, s.item_vec[item_rows].astype(np.float32))
+    np.testing.assert_array_equal(c.category, s.item_category[item_rows])
+    assert c.titles == [s.item_title[r] for r in item_rows]
+    pair_rows = s.pair_rows(query_row, np.asarray(item_rows))
+    np.testing.assert_array_equal(c.pair_vec, s.pair_vec[pair_rows].astype(np.float32))
+
+
+async def test_unknown_items_and_pairs_are_defaults_with_flags_never_errors(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    user_id, query, _, item_ids, _ = _known(tiny_snapshot)
+    unpaired = next(  # a known item that has no labelled pair with this query
+        k
+        for k in tiny_snapshot.item_key.to_list()
+        if not tiny_snapshot.pair_rows(
+            int(tiny_snapshot.rows("query", [query])[0]), tiny_snapshot.rows("item", [k])
+        )[0]
+        >= 0
+    )
+    ids = [item_ids[0], "no-such-item", unpaired, "also-missing"]
+    features = await store.fetch(user_id, query, ids)
+    c = features.candidates
+    assert c.item_known.tolist() == [True, False, True, False]
+    assert c.pair_known.tolist() == [True, False, False, False]
+    assert features.misses["item"] == 2 and features.misses["pair"] == 1
+    assert not c.item_vec[1].any() and not c.pair_vec[2].any()
+    assert c.category[1] == -1 and c.titles[1] == ""
+
+
+async def test_unknown_user_gets_defaults(store: FeatureStore, tiny_snapshot: Snapshot) -> None:
+    _, query, _, item_ids, _ = _known(tiny_snapshot)
+    features = await store.fetch("nobody-knows-me", query, item_ids)
+    assert not features.user.known and features.misses["user"] == 1
+    assert features.user.history_query_vec.shape == (0, tiny_snapshot.meta.text_dim)
+    assert features.user.age == -1
+
+
+async def test_unseen_query_text_borrows_the_nearest_known_query(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    user_id, query, _, item_ids, _ = _known(tiny_snapshot)
+    variant = query.upper() + "s"  # normalizes to a text the index does not hold
+    features = await store.fetch(user_id, variant, item_ids)
+    assert features.query.match.kind == "nearest"
+    assert features.query.match.matched_text == query
+    assert features.query.match.similarity >= tiny_snapshot.meta.lexical["threshold"]
+    exact = await store.fetch(user_id, query, item_ids)
+    np.testing.assert_array_equal(features.query.vec, exact.query.vec)
+    np.testing.assert_array_equal(features.candidates.pair_vec, exact.candidates.pair_vec)
+
+
+async def test_unrelated_query_text_is_unresolved_with_zeros(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    user_id, _, _, item_ids, _ = _known(tiny_snapshot)
+    features = await store.fetch(user_id, "qxz vvkj wqpt", item_ids)
+    assert features.query.match.kind == "none" and features.misses["query"] == 1
+    assert not features.query.vec.any() and features.query.category == -1
+    assert not features.candidates.pair_known.any() and features.misses["pair"] == 0
+
+
+async def test_empty_query_is_a_recommendation_request(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    user_id, _, _, item_ids, _ = _known(tiny_snapshot)
+    features = await store.fetch(user_id, "   ", item_ids)
+    assert features.query.match.kind == "empty"
+    assert features.misses == {"query": 0, "user": 0, "item": 0, "pair": 0}
+    assert features.candidates.item_known.all() and not features.candidates.pair_known.any()
+
+
+async def test_meta_names_the_version_and_the_text_tower(
+    store: FeatureStore, tiny_snapshot: Snapshot
+) -> None:
+    version, meta = await store.meta()
+    assert version
+    assert meta.text_tower_fingerprint == tiny_snapshot.meta.text_tower_fingerprint
+    assert meta.counts == tiny_snapshot.meta.counts
+
+
+async def test_both_stores_answer_a_mixed_request_identically(
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    client = redis.Redis.from_url(url)
+    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+    client.close()
+    embedded, remote = EmbeddedStore(tiny_snapshot), RedisStore.from_url(url, namespace=prefix)
+    rng = np.random.default_rng(0)
+    keys = tiny_snapshot.item_key.to_list()
+    try:
+        for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3)] + ["", "zzz"]:
+            ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)] + ["missing"]
+            user = tiny_snapshot.user_key[int(rng.integers(len(tiny_snapshot.user_key)))]
+            a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
+            assert a.misses == b.misses and a.query.match == b.query.match
+            for name in ("item_known", "category", "brand", "item_vec", "pair_known", "pair_vec"):
+                x: Any = getattr(a.candidates, name)
+                np.testing.assert_array_equal(x, getattr(b.candidates, name))
+            np.testing.assert_array_equal(a.user.history_pair_vec, b.user.history_pair_vec)
+            assert a.candidates.texts == b.candidates.texts
+    finally:
+        await remote.close()
