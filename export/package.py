@@ -25,6 +25,7 @@ from export.parity import BOUNDS, ParityResult, check_parity
 from service.contract import HISTORY_LENGTH
 from service.inference import OnnxRunner, RunnerSettings
 from service.package import (
+    SPEC_FILE,
     Family,
     GraphFile,
     Manifest,
@@ -135,6 +136,7 @@ def export_run(
                 parity=result.report,
                 reference_outputs={k: StoredArray.of(v) for k, v in outputs.items()},
             )
+        run.spec.save(staging / SPEC_FILE)
         manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
         write_manifest(staging, manifest)
         ModelPackage(staging)  # read back what was written: the same checks the service runs

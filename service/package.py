@@ -3,6 +3,8 @@
 A package is a folder ``artifacts/<model>/<version>/`` holding
 
 - ``model.onnx`` (fp32) and optionally ``model.fp16.onnx`` (the GPU variant);
+- ``feature_spec.json``: the feature contract the model was trained on (its hash is in the
+  manifest), from which the service assembles the model's inputs;
 - ``manifest.json``: the `Manifest` below: input and output names, dtypes and symbolic dims, the
   contract hash, the encoder and text-tower fingerprints the index must match, the training
   metrics, reference inputs and outputs (so a reload can prove the file computes what the exporter
@@ -24,8 +26,11 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.contract import FeatureSpec
+
 MANIFEST_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
+SPEC_FILE = "feature_spec.json"
 #: The symbolic name of the candidate axis in every exported graph.
 CANDIDATE_AXIS = "candidates"
 Precision = Literal["fp32", "fp16"]
@@ -154,6 +159,12 @@ class ModelPackage:
                 f"{path}: manifest format {self.manifest.format}, this service reads "
                 f"{MANIFEST_FORMAT}"
             )
+        try:
+            self.spec = FeatureSpec.load(folder / SPEC_FILE)
+        except (OSError, ValueError) as err:
+            raise PackageError(f"{folder}: unreadable {SPEC_FILE}: {err}") from err
+        if self.spec.content_hash != self.manifest.contract_hash:
+            raise PackageError(f"{folder}: {SPEC_FILE} is not the contract the manifest names")
         for precision, graph in self.manifest.graphs.items():
             file = folder / graph.file
             if not file.is_file():

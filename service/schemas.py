@@ -1,0 +1,130 @@
+"""The HTTP contract of POST /rank: request and response bodies.
+
+Limits that depend on the configuration (candidates per request, string lengths) are checked by
+`check_limits` after parsing, so one model serves every configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from service.errors import ErrorCode, ServiceError, field_error
+from service.settings import Settings
+
+FeatureValue = int | float | str
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    item_id: str = Field(min_length=1)
+    #: Values for an item the index may lack: item_category, item_brand, item_price_bucket
+    #: (integers), title, text (strings).
+    features: dict[str, FeatureValue] | None = None
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hour: int | None = Field(None, ge=0, le=23, description="hour of day; default: now, UTC")
+
+
+class RankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    request_id: str | None = None
+    user_id: str = Field(min_length=1)
+    query: str
+    candidates: list[Candidate]
+    top_k: int | None = Field(None, ge=1)
+    model: str | None = None
+    explain: bool = False
+    context: Context | None = None
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct_and_present(cls, candidates: list[Candidate]) -> list[Candidate]:
+        if not candidates:
+            raise PydanticCustomError(
+                "empty_candidates", "at least one candidate is needed", {"code": "empty_candidates"}
+            )
+        seen: set[str] = set()
+        for candidate in candidates:
+            if candidate.item_id in seen:
+                raise PydanticCustomError(
+                    "duplicate_candidates",
+                    "item {item_id} appears more than once",
+                    {"code": "duplicate_candidates", "item_id": candidate.item_id},
+                )
+            seen.add(candidate.item_id)
+        return candidates
+
+
+def check_limits(request: RankRequest, settings: Settings) -> None:
+    """The configured limits: candidates per request (413) and string lengths (422)."""
+    n = len(request.candidates)
+    if n > settings.max_candidates:
+        raise ServiceError(
+            ErrorCode.TOO_MANY_CANDIDATES,
+            f"{n} candidates; the limit is {settings.max_candidates}",
+            errors=[
+                field_error("candidates", ErrorCode.TOO_MANY_CANDIDATES, "too many candidates")
+            ],
+        )
+    limit = settings.max_string_length
+    too_long: list[dict[str, Any]] = []
+
+    def check(location: str, value: str) -> None:
+        if len(value) > limit:
+            too_long.append(
+                field_error(location, ErrorCode.STRING_TOO_LONG, f"longer than {limit} characters")
+            )
+
+    for name in ("request_id", "user_id", "query", "model"):
+        value = getattr(request, name)
+        if isinstance(value, str):
+            check(name, value)
+    for i, candidate in enumerate(request.candidates):
+        check(f"candidates.{i}.item_id", candidate.item_id)
+        for key, value in (candidate.features or {}).items():
+            check(f"candidates.{i}.features.{key}", key)
+            if isinstance(value, str):
+                check(f"candidates.{i}.features.{key}", value)
+    if too_long:
+        raise ServiceError(
+            ErrorCode.STRING_TOO_LONG,
+            f"{too_long[0]['field']}: {too_long[0]['message']}",
+            errors=too_long,
+        )
+
+
+class Explain(BaseModel):
+    p_rsl: list[float]
+    p_click_given_rsl: list[float]
+    tau: float
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    score: float
+    rank: int
+    flags: list[str] | None = None
+    explain: Explain | None = None
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    arm: str
+
+
+class RankResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    items: list[RankedItem]
+    timing_ms: dict[str, float]
+    degraded: list[str]
+    index_version: str | None = None
