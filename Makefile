@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # torch is pinned so CPU machines take the CPU build; change it for a CUDA machine.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= artifacts/demo
+# `make demo DEMO_FLAGS=--exit-after-request` stops after the example request.
+DEMO_FLAGS ?=
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
@@ -29,6 +31,7 @@ demo: venv
 	$(BIN)/ranker export onnx $(DEMO_DIR)/prectr --out $(DEMO_DIR)/packages --version demo
 	$(BIN)/ranker export onnx $(DEMO_DIR)/elec --out $(DEMO_DIR)/packages --version demo
 	$(BIN)/ranker export snapshot --run $(DEMO_DIR)/prectr --out $(DEMO_DIR)/snapshot
+	$(BIN)/ranker demo --packages $(DEMO_DIR)/packages --snapshot $(DEMO_DIR)/snapshot $(DEMO_FLAGS)
 
 lint: venv
 	$(BIN)/ruff check .

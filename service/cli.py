@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("training.cli", "train models, evaluate runs, write reports"),
     "export": Subcommand("export.cli", "ONNX model packages, parity checks, index snapshots"),
     "index": Subcommand("service.index.cli", "load a snapshot into Redis, show index versions"),
+    "serve": Subcommand("service.serve", "run the ranking service (RANKER_* settings)"),
+    "demo": Subcommand("service.serve", "serve the demo artifacts and send an example request"),
 }
 
 

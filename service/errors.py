@@ -74,6 +74,9 @@ _PYDANTIC_CODES: dict[str, ErrorCode] = {
 }
 
 
+_UNION_MEMBERS = {"int", "float", "str", "bool"}
+
+
 class ServiceError(Exception):
     """An error the service answers with a problem response."""
 
@@ -102,9 +105,15 @@ def field_error(location: str, code: ErrorCode, message: str) -> dict[str, Any]:
 def from_validation(err: ValidationError) -> ServiceError:
     """A pydantic validation error as one ServiceError: the most specific code wins."""
     errors = []
+    non_finite: set[str] = set()
     for e in err.errors(include_url=False):
         kind = str(e["type"])
-        location = ".".join(str(part) for part in e["loc"])
+        parts = [str(part) for part in e["loc"]]
+        if parts and parts[-1] in _UNION_MEMBERS:  # "features.x.float": the field is features.x
+            parts = parts[:-1]
+        location = ".".join(parts)
+        if kind == "finite_number":
+            non_finite.add(location)
         code = _PYDANTIC_CODES.get(kind)
         if code is None:
             custom = e.get("ctx", {}).get("code")
@@ -115,6 +124,13 @@ def from_validation(err: ValidationError) -> ServiceError:
             else:
                 code = ErrorCode.INVALID_VALUE
         errors.append(field_error(location, code, str(e["msg"])))
+    # A NaN in a number-or-string field also fails the other members of the union; what is
+    # wrong with it is that it is not finite.
+    errors = [
+        e
+        for e in errors
+        if e["field"] not in non_finite or e["code"] == ErrorCode.NON_FINITE_FEATURE.value
+    ]
     codes = {ErrorCode(e["code"]) for e in errors}
     if ErrorCode.INVALID_JSON in codes:
         return ServiceError(ErrorCode.INVALID_JSON, "the body is not valid JSON", errors=errors)

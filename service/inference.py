@@ -17,6 +17,7 @@ parity check and the reload check, so what parity measured is what serves.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -84,6 +85,11 @@ def _providers(device: Device) -> list[str]:
     return [_CPU]
 
 
+@functools.cache
+def _warn_cpu_fallback_once() -> None:
+    log.warning("CUDA is in this onnxruntime build but did not start here; running on CPU")
+
+
 class OnnxRunner:
     """One ONNX graph ready to score candidates.
 
@@ -113,7 +119,7 @@ class OnnxRunner:
         if settings.device == "cuda" and not self.on_gpu:
             raise InferenceError(f"device=cuda but the session runs on {self.providers}")
         if settings.device == "auto" and _CUDA in ort.get_available_providers() and not self.on_gpu:
-            log.warning("CUDA is in this onnxruntime build but did not start; running on CPU")
+            _warn_cpu_fallback_once()
         self.inputs = tuple(self._describe(i) for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         if not any(i.per_candidate for i in self.inputs):

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 
+from service.contract import normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.records import decode_item, decode_pair, decode_query, decode_user
@@ -104,6 +105,15 @@ class RequestFeatures:
     misses: dict[MissKind, int] = field(default_factory=dict)
 
 
+def unavailable_features(query: str, n: int, dim: int) -> RequestFeatures:
+    """What a request gets when the store cannot answer: every entity unknown."""
+    text = normalize_text(query)
+    match = QueryMatch(text, "none" if text else "empty", -1, "", 0.0)
+    user, candidates = unknown_user(dim), CandidateFeatures.unknown(n, dim)
+    query_features = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
+    return RequestFeatures("", query_features, user, candidates, _misses(match, user, candidates))
+
+
 def unknown_user(dim: int) -> UserFeatures:
     empty = np.zeros((0, dim), dtype=np.float32)
     return UserFeatures(False, -1, -1, -1, empty, empty)
@@ -130,6 +140,10 @@ class FeatureStore(Protocol):
         """The live index version and its meta (raises `IndexUnavailable` without one)."""
         ...
 
+    async def check(self) -> tuple[str, SnapshotMeta]:
+        """Like `meta`, but asks the backend now (readiness): reachable, live, which version."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -149,6 +163,9 @@ class EmbeddedStore:
         )
 
     async def meta(self) -> tuple[str, SnapshotMeta]:
+        return self.version, self.snapshot.meta
+
+    async def check(self) -> tuple[str, SnapshotMeta]:
         return self.version, self.snapshot.meta
 
     async def close(self) -> None:
@@ -298,6 +315,19 @@ class RedisStore:
 
     async def meta(self) -> tuple[str, SnapshotMeta]:
         live = await self._current()
+        return live.version, live.meta
+
+    async def check(self) -> tuple[str, SnapshotMeta]:
+        try:
+            pointer = await self.client.get(self.keys.live)
+        except aredis.RedisError as err:
+            raise IndexUnavailable(f"Redis: {err}") from err
+        if pointer is None:
+            raise IndexUnavailable(f"no live index under {self.keys.namespace!r}")
+        version = pointer.decode() if isinstance(pointer, bytes) else pointer
+        live = self._live
+        if live is None or live.version != version:
+            live = await self.refresh()
         return live.version, live.meta
 
     async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:

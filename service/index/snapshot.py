@@ -29,6 +29,7 @@ into Python objects and costs the same for ten thousand items as for ten million
 from __future__ import annotations
 
 import json
+import mmap as mmap_module
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,21 +69,27 @@ class StringColumn:
 
     def __init__(self, folder: Path, name: str, mmap: bool = True) -> None:
         mode: Literal["r"] | None = "r" if mmap else None
-        self.offsets: Int64Array = np.load(folder / f"{name}.offsets.npy", mmap_mode=mode)
-        blob = folder / f"{name}.utf8"
-        # np.memmap refuses an empty file, and an empty column is valid.
-        self.blob: npt.NDArray[np.uint8] = (
-            np.memmap(blob, dtype=np.uint8, mode="r")
-            if mmap and blob.stat().st_size
-            else np.fromfile(blob, dtype=np.uint8)
+        # Plain ndarray views and an mmap object: numpy.memmap's per-index overhead would cost
+        # more than the reads themselves (two reads per candidate per request).
+        self.offsets: Int64Array = np.load(folder / f"{name}.offsets.npy", mmap_mode=mode).view(
+            np.ndarray
         )
+        blob = folder / f"{name}.utf8"
+        self.blob: bytes | mmap_module.mmap = b""
+        if blob.stat().st_size:  # mmap refuses an empty file, and an empty column is valid
+            with blob.open("rb") as handle:
+                self.blob = (
+                    mmap_module.mmap(handle.fileno(), 0, access=mmap_module.ACCESS_READ)
+                    if mmap
+                    else handle.read()
+                )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, row: int) -> str:
-        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
-        return bytes(self.blob[start:stop]).decode("utf-8")
+        start, stop = self.offsets[row : row + 2].tolist()
+        return self.blob[start:stop].decode("utf-8")
 
     def to_list(self) -> list[str]:
         return [self[i] for i in range(len(self))]
@@ -143,7 +150,7 @@ class Snapshot:
             if not path.is_file():
                 raise SnapshotError(f"{folder}: missing {relative}")
             loaded: npt.NDArray[Any] = np.load(path, mmap_mode=mode)
-            return loaded
+            return loaded.view(np.ndarray)  # still file-backed; no memmap indexing overhead
 
         self.array = array
         self.query_text = StringColumn(folder / "queries", "text", mmap)

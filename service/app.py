@@ -1,0 +1,500 @@
+"""The FastAPI application: `create_app(settings)` builds it; the lifespan loads everything.
+
+POST /rank (and /v1/rank): parse -> route -> fetch (one round trip, bounded by the deadline) ->
+assemble -> ONNX Runtime -> sort -> respond with per-stage timings. A store that fails or is slow
+degrades the answer (defaults, request-supplied features, ``degraded`` reasons) unless
+``RANKER_FAIL_ON_STORE_ERROR`` is set. Every error is problem+json with a stable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from service import metrics
+from service.errors import ErrorCode, ServiceError, from_validation, problem
+from service.index.loader import IndexMismatch, check_compatible
+from service.index.snapshot import Snapshot, SnapshotMeta
+from service.models import LoadedModel, ModelRegistry, load_model
+from service.routing import Route, Router
+from service.schemas import RankRequest, check_limits
+from service.settings import Settings
+from service.store import (
+    EmbeddedStore,
+    FeatureStore,
+    IndexUnavailable,
+    RedisStore,
+    RequestFeatures,
+    unavailable_features,
+)
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = "2"
+
+
+class ReloadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    path: str
+
+
+@dataclass
+class ServiceState:
+    """Everything the lifespan builds; handlers read it from ``app.state.service``."""
+
+    settings: Settings
+    registry: ModelRegistry = field(default_factory=ModelRegistry)
+    store: FeatureStore | None = None
+    router: Router | None = None
+    index_version: str | None = None
+    index_meta: SnapshotMeta | None = None
+    warm: bool = False
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        s = self.settings
+        import faiss
+
+        faiss.omp_set_num_threads(s.faiss_threads)
+        for path in s.models:
+            model = await asyncio.to_thread(load_model, path, s)
+            self._serve(model)
+        if not self.registry.names:
+            raise RuntimeError("no models: set RANKER_MODELS to one or more package folders")
+        default = s.default_model or self.registry.names[0]
+        for name in [default, *s.arms, *([s.shadow_model] if s.shadow_model else [])]:
+            if self.registry.get(name) is None:
+                raise RuntimeError(f"{name!r} is configured but not loaded ({self.registry.names})")
+        self.router = Router(s.arms, default)
+        self.store = open_store(s)
+        try:
+            await self.check_index()
+        except (IndexUnavailable, IndexMismatch) as err:
+            log.warning("index not usable yet: %s", err)  # /readyz says so until it is
+        self.warm = True
+        gc.collect()
+        gc.freeze()  # the loaded models and index live forever: keep them out of GC passes
+
+    async def stop(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        if self.store is not None:
+            await self.store.close()
+
+    def _serve(self, model: LoadedModel) -> None:
+        previous = self.registry.swap(model)
+        if previous is not None:
+            self._model_gauge(previous, 0)
+        self._model_gauge(model, 1)
+
+    @staticmethod
+    def _model_gauge(model: LoadedModel, value: int) -> None:
+        metrics.MODEL_INFO.labels(
+            model.name, model.version, model.family, model.precision, model.runner.providers[0]
+        ).set(value)
+
+    async def check_index(self) -> tuple[str, SnapshotMeta]:
+        """Ask the store for its live index and check it against every model."""
+        assert self.store is not None
+        version, meta = await asyncio.wait_for(
+            self.store.check(), self.settings.store_timeout_ms / 1000 * 4
+        )
+        for model in self.registry.all():
+            check_compatible(meta, model.package.manifest)
+        if version != self.index_version:
+            if self.index_version is not None:
+                metrics.INDEX_INFO.labels(self.index_version).set(0)
+            metrics.INDEX_INFO.labels(version).set(1)
+        self.index_version, self.index_meta = version, meta
+        return version, meta
+
+    async def readiness(self) -> list[str]:
+        """Reasons the service is not ready (empty when it is)."""
+        reasons = []
+        if not self.warm:
+            reasons.append("models not loaded and warm")
+        try:
+            await self.check_index()
+        except (IndexUnavailable, TimeoutError) as err:
+            reasons.append(f"index unreachable: {err or 'timeout'}")
+        except IndexMismatch as err:
+            reasons.append(f"index incompatible: {err}")
+        metrics.READY.labels(str(os.getpid())).set(0 if reasons else 1)
+        return reasons
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    if settings.store == "embedded":
+        assert settings.snapshot is not None  # the settings validator requires it
+        return EmbeddedStore(Snapshot(settings.snapshot), settings.match_threshold)
+    return RedisStore.from_url(
+        settings.redis_url,
+        namespace=settings.namespace,
+        cluster=settings.redis_cluster,
+        timeout_s=settings.store_timeout_ms / 1000,
+        match_threshold=settings.match_threshold,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service; its settings come from ``RANKER_*`` when not given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(settings or Settings())
+        app.state.service = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(title="ranker", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, err: ServiceError) -> Response:
+        metrics.ERRORS.labels(err.code.value).inc()
+        return problem(err, request.headers.get("x-request-id"), request.url.path)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> Response:
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            err.status_code, ErrorCode.INTERNAL
+        )
+        metrics.ERRORS.labels(code.value).inc()
+        return problem(ServiceError(code, str(err.detail)), None, request.url.path)
+
+    @app.post("/rank")
+    @app.post("/v1/rank")
+    async def rank(request: Request) -> Response:
+        return await handle_rank(request.app.state.service, request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        state: ServiceState = request.app.state.service
+        reasons = await state.readiness()
+        if reasons:
+            return JSONResponse(
+                {"status": "not ready", "reasons": reasons},
+                503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        return JSONResponse({"status": "ready", "index_version": state.index_version})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/models")
+    async def models(request: Request) -> dict[str, Any]:
+        state: ServiceState = request.app.state.service
+        router = state.router
+        return {
+            "models": [m.describe() for m in state.registry.all()],
+            "default": router.default if router else None,
+            "arms": router.arms if router else {},
+            "shadow": state.settings.shadow_model,
+            "index": {
+                "store": state.settings.store,
+                "version": state.index_version,
+                "text_tower_fingerprint": (
+                    state.index_meta.text_tower_fingerprint if state.index_meta else None
+                ),
+            },
+        }
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> dict[str, Any]:
+        state: ServiceState = request.app.state.service
+        authorize(request, state.settings)
+        try:
+            body = ReloadBody.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise from_validation(err) from err
+        return await reload_model(state, Path(body.path))
+
+    return app
+
+
+def authorize(request: Request, settings: Settings) -> None:
+    token = settings.admin_token
+    given = request.headers.get("authorization", "")
+    if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise ServiceError(
+            ErrorCode.UNAUTHORIZED,
+            "admin calls need 'Authorization: Bearer <RANKER_ADMIN_TOKEN>'"
+            + ("" if token else " (no admin token is configured: admin is disabled)"),
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
+    """Load, verify, warm, check against the index, then swap; any failure keeps the old one."""
+    try:
+        model = await asyncio.to_thread(load_model, path, state.settings)
+        if state.index_meta is not None:
+            check_compatible(state.index_meta, model.package.manifest)
+    except Exception as err:  # every failure is a refusal: the old model keeps serving
+        metrics.RELOADS.labels("refused").inc()
+        log.warning("reload of %s refused: %s", path, err)
+        raise ServiceError(ErrorCode.RELOAD_REFUSED, f"{path}: {err}") from err
+    previous = state.registry.get(model.name)
+    state._serve(model)
+    metrics.RELOADS.labels("swapped").inc()
+    log.info(
+        "model %s: %s -> %s", model.name, previous.version if previous else None, model.version
+    )
+    return {
+        "model": model.describe(),
+        "replaced": previous.version if previous is not None else None,
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+async def fetch_features(
+    state: ServiceState, body: RankRequest, item_ids: list[str], budget_s: float, dim: int
+) -> tuple[RequestFeatures, list[str]]:
+    """The store's answer within the budget, or defaults and the reason (unless configured
+    to fail)."""
+    assert state.store is not None
+    reason = ""
+    try:
+        features = await asyncio.wait_for(
+            state.store.fetch(body.user_id, body.query, item_ids), max(budget_s, 0.001)
+        )
+        return features, []
+    except TimeoutError:
+        reason = "store_timeout"
+    except IndexUnavailable as err:
+        reason = "store_unavailable"
+        log.warning("feature store unavailable: %s", err)
+    if state.settings.fail_on_store_error:
+        raise ServiceError(
+            ErrorCode.STORE_UNAVAILABLE,
+            f"the feature store did not answer ({reason})",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return unavailable_features(body.query, len(item_ids), dim), [reason]
+
+
+def _flags(features: RequestFeatures, supplied: list[bool]) -> list[list[str]]:
+    c = features.candidates
+    resolved = features.query.match.row >= 0
+    out = []
+    for i in range(len(c.item_known)):
+        flags = []
+        if not c.item_known[i]:
+            flags.append("unknown_item")
+            if supplied[i]:
+                flags.append("request_features")
+        elif resolved and not c.pair_known[i]:
+            flags.append("approximated_pair")
+        out.append(flags)
+    return out
+
+
+def _route(state: ServiceState, body: RankRequest) -> tuple[Route, LoadedModel]:
+    assert state.router is not None
+    route = state.router.route(body.user_id, body.model)
+    model = state.registry.get(route.model)
+    if model is None:
+        raise ServiceError(
+            ErrorCode.UNKNOWN_MODEL,
+            f"model {route.model!r} is not loaded; loaded: {state.registry.names}",
+            errors=[{"field": "model", "code": "unknown_model", "message": "not loaded"}],
+        )
+    return route, model
+
+
+async def handle_rank(state: ServiceState, request: Request) -> Response:
+    started = time.perf_counter()
+    settings = state.settings
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    route_label = ("unknown", "none")
+    try:
+        if not state.warm:
+            raise ServiceError(
+                ErrorCode.NOT_READY, "models are loading", headers={"Retry-After": RETRY_AFTER_S}
+            )
+        raw = await read_body(request, settings.max_body_bytes)
+        try:
+            body = RankRequest.model_validate_json(raw)
+        except ValidationError as err:
+            raise from_validation(err) from err
+        request_id = body.request_id or request_id
+        check_limits(body, settings)
+        route, model = _route(state, body)
+        route_label = (model.name, route.arm)
+        response, timings = await _rank(state, body, model, route, request_id, started)
+    except ServiceError as err:
+        metrics.ERRORS.labels(err.code.value).inc()
+        metrics.REQUESTS.labels(*route_label, str(err.status)).inc()
+        metrics.REQUEST_LATENCY.labels(*route_label, str(err.status)).observe(
+            time.perf_counter() - started
+        )
+        return problem(err, request_id, request.url.path)
+    metrics.REQUESTS.labels(*route_label, "200").inc()
+    metrics.REQUEST_LATENCY.labels(*route_label, "200").observe(time.perf_counter() - started)
+    server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
+    return Response(
+        orjson.dumps(response),
+        media_type="application/json",
+        headers={"Server-Timing": server_timing, "X-Request-ID": request_id},
+    )
+
+
+async def _rank(
+    state: ServiceState,
+    body: RankRequest,
+    model: LoadedModel,
+    route: Route,
+    request_id: str,
+    started: float,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    settings, manifest = state.settings, model.package.manifest
+    deadline = started + settings.deadline_ms / 1000
+    item_ids = [c.item_id for c in body.candidates]
+    metrics.CANDIDATES.observe(len(item_ids))
+    t_parse = time.perf_counter()
+
+    budget = min(settings.store_timeout_ms / 1000, deadline - t_parse)
+    features, degraded = await fetch_features(state, body, item_ids, budget, manifest.text_dim)
+    for kind, count in features.misses.items():
+        if count:
+            metrics.MISSES.labels(kind).inc(count)
+    t_fetch = time.perf_counter()
+
+    supplied = [c.features for c in body.candidates]
+    hour = body.context.hour if body.context and body.context.hour is not None else None
+    if hour is None:
+        hour = time.gmtime().tm_hour
+    assembled = model.assembler.assemble(
+        body.user_id, body.query, item_ids, features, hour, supplied
+    )
+    inputs = {name: assembled.inputs[name] for name in model.runner.input_names}
+    t_assemble = time.perf_counter()
+
+    outputs = model.runner.run(inputs)
+    scores = outputs["score"]
+    t_inference = time.perf_counter()
+
+    if t_inference > deadline:
+        degraded.append("over_deadline")
+    for reason in degraded:
+        metrics.DEGRADED.labels(reason).inc()
+    order = np.argsort(-scores, kind="stable")
+    if body.top_k is not None:
+        order = order[: body.top_k]
+    flags = _flags(features, [bool(s) for s in supplied])
+    items = []
+    for rank, i in enumerate(order, start=1):
+        item: dict[str, Any] = {"item_id": item_ids[i], "score": float(scores[i]), "rank": rank}
+        if flags[i]:
+            item["flags"] = flags[i]
+        if body.explain and "p_rsl" in outputs:
+            item["explain"] = {
+                "p_rsl": outputs["p_rsl"][i].tolist(),
+                "p_click_given_rsl": outputs["p_click_given_rsl"][i].tolist(),
+                "tau": float(outputs["tau"][i]),
+            }
+        items.append(item)
+
+    shadow = settings.shadow_model
+    if shadow and shadow != model.name:
+        state.spawn(_score_shadow(state, shadow, model.name, assembled.inputs, scores))
+    done = time.perf_counter()
+    timings = {
+        "parse": _ms(t_parse - started),
+        "fetch": _ms(t_fetch - t_parse),
+        "assemble": _ms(t_assemble - t_fetch),
+        "inference": _ms(t_inference - t_assemble),
+        "total": _ms(done - started),
+    }
+    for stage, ms in timings.items():
+        metrics.STAGE_LATENCY.labels(stage, model.name).observe(ms / 1000)
+    response = {
+        "request_id": request_id,
+        "model": {"name": model.name, "version": model.version, "arm": route.arm},
+        "items": items,
+        "timing_ms": timings,
+        "degraded": degraded,
+        "index_version": features.index_version or None,
+    }
+    return response, timings
+
+
+def rank_disagreement(served: npt.NDArray[Any], shadow: npt.NDArray[Any]) -> float:
+    """1 - Spearman's rank correlation of two score vectors (0 = same order, 2 = reversed)."""
+    if len(served) < 2:
+        return 0.0
+    a = np.argsort(np.argsort(served)).astype(np.float64)
+    b = np.argsort(np.argsort(shadow)).astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return 1.0 - (float((a * b).sum()) / denominator if denominator else 1.0)
+
+
+async def _score_shadow(
+    state: ServiceState,
+    shadow_name: str,
+    served_name: str,
+    inputs: dict[str, npt.NDArray[Any]],
+    served_scores: npt.NDArray[Any],
+) -> None:
+    shadow = state.registry.get(shadow_name)
+    if shadow is None:
+        return
+    try:
+        feed = {name: inputs[name] for name in shadow.runner.input_names}
+        outputs = await asyncio.to_thread(shadow.runner.run, feed)
+        metrics.SHADOW_DISAGREEMENT.labels(served_name, shadow_name).observe(
+            rank_disagreement(served_scores, outputs["score"])
+        )
+    except Exception as err:  # the shadow never affects serving
+        metrics.SHADOW_ERRORS.labels(shadow_name).inc()
+        log.warning("shadow %s failed: %s", shadow_name, err)

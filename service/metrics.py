@@ -1,0 +1,122 @@
+"""Prometheus metrics of the service (DESIGN 8). Durations are in seconds (Prometheus' base
+unit) with millisecond-scale buckets.
+
+Several worker processes: set ``PROMETHEUS_MULTIPROC_DIR`` (``ranker serve --workers N`` does)
+and `render` aggregates every process's files; gauges then report per live process ("liveall")
+or the maximum, as each says.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+)
+CANDIDATE_BUCKETS = (1, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000)
+STAGES = ("parse", "fetch", "assemble", "inference", "total")
+
+REQUEST_LATENCY = Histogram(
+    "ranker_request_duration_seconds",
+    "POST /rank latency, by model, arm and HTTP status",
+    ["model", "arm", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+STAGE_LATENCY = Histogram(
+    "ranker_stage_duration_seconds",
+    "Latency of each stage of a ranking request",
+    ["stage", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+CANDIDATES = Histogram(
+    "ranker_candidates_per_request", "Candidates per ranking request", buckets=CANDIDATE_BUCKETS
+)
+REQUESTS = Counter("ranker_requests_total", "Ranking requests", ["model", "arm", "status"])
+ERRORS = Counter("ranker_errors_total", "Error responses by code", ["code"])
+MISSES = Counter("ranker_index_misses_total", "Index lookups that found nothing", ["kind"])
+DEGRADED = Counter("ranker_degraded_total", "Degraded responses by reason", ["reason"])
+SHADOW_DISAGREEMENT = Histogram(
+    "ranker_shadow_rank_disagreement",
+    "1 - Spearman rank correlation between the shadow model's and the served model's ranking",
+    ["model", "shadow"],
+    buckets=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0),
+)
+SHADOW_ERRORS = Counter("ranker_shadow_errors_total", "Shadow scorings that failed", ["shadow"])
+MODEL_INFO = Gauge(
+    "ranker_model_info",
+    "Loaded models (1 = serving)",
+    ["name", "version", "family", "precision", "provider"],
+    multiprocess_mode="liveall",
+)
+INDEX_INFO = Gauge(
+    "ranker_index_info", "The index version in use (1)", ["version"], multiprocess_mode="liveall"
+)
+READY = Gauge(
+    "ranker_ready",
+    "1 when models are warm and the index is usable",
+    ["pid"],
+    multiprocess_mode="liveall",
+)
+RELOADS = Counter("ranker_model_reloads_total", "Model reloads by result", ["result"])
+
+#: Every metric the service exports (names as Prometheus sees them, for the dashboard test).
+EXPORTED = {
+    "ranker_request_duration_seconds_bucket",
+    "ranker_request_duration_seconds_count",
+    "ranker_request_duration_seconds_sum",
+    "ranker_stage_duration_seconds_bucket",
+    "ranker_stage_duration_seconds_count",
+    "ranker_stage_duration_seconds_sum",
+    "ranker_candidates_per_request_bucket",
+    "ranker_candidates_per_request_count",
+    "ranker_candidates_per_request_sum",
+    "ranker_requests_total",
+    "ranker_errors_total",
+    "ranker_index_misses_total",
+    "ranker_degraded_total",
+    "ranker_shadow_rank_disagreement_bucket",
+    "ranker_shadow_rank_disagreement_count",
+    "ranker_shadow_rank_disagreement_sum",
+    "ranker_shadow_errors_total",
+    "ranker_model_info",
+    "ranker_index_info",
+    "ranker_ready",
+    "ranker_model_reloads_total",
+}
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text (aggregated over worker processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,140 @@
+"""`ranker serve` (uvicorn over `create_app`) and `ranker demo` (serve the demo artifacts and send
+one example request).
+
+Configuration is the ``RANKER_*`` environment (service/settings.py); the flags here only say how
+to run the process. With ``--workers N`` each worker is a process with its own models and store
+connection, and Prometheus metrics are aggregated through ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+temporary folder unless set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+
+def _serve_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    return parser
+
+
+def serve(argv: Sequence[str]) -> int:
+    parser = _serve_parser("ranker serve")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    args = parser.parse_args(argv)
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,  # one line per request costs more than ranking it
+    )
+    return 0
+
+
+def example_request(snapshot_dir: Path, candidates: int = 20) -> dict[str, Any]:
+    """A realistic request from a snapshot: a user with history, a known query with its
+    labelled candidates, and one item the index has never seen."""
+    from service.index.snapshot import Snapshot
+
+    s = Snapshot(snapshot_dir)
+    user_row = int(
+        max(range(len(s.user_key)), key=lambda r: s.history_offsets[r + 1] - s.history_offsets[r])
+    )
+    query_row = int(s.pair_query[len(s.pair_query) // 2])
+    pair_rows = [r for r in range(len(s.pair_query)) if int(s.pair_query[r]) == query_row]
+    items = [s.item_key[int(s.pair_item[r])] for r in pair_rows[:candidates]]
+    return {
+        "request_id": "demo-1",
+        "user_id": s.user_key[user_row],
+        "query": s.query_text[query_row],
+        "candidates": [{"item_id": i} for i in items]
+        + [{"item_id": "new-item-1", "features": {"title": s.query_text[query_row] + " deluxe"}}],
+        "top_k": 10,
+        "explain": True,
+    }
+
+
+def demo(argv: Sequence[str]) -> int:
+    parser = _serve_parser("ranker demo")
+    parser.add_argument("--packages", type=Path, default=Path("artifacts/demo/packages"))
+    parser.add_argument("--snapshot", type=Path, default=Path("artifacts/demo/snapshot"))
+    parser.add_argument("--version", default="demo", help="package version to serve")
+    parser.add_argument(
+        "--exit-after-request", action="store_true", help="stop after printing the response"
+    )
+    args = parser.parse_args(argv)
+    from service.app import create_app
+    from service.settings import Settings
+
+    packages = [args.packages / name / args.version for name in ("prectr", "vanilla")]
+    settings = Settings(
+        models=packages,
+        default_model="prectr",
+        shadow_model="vanilla",
+        store="embedded",
+        snapshot=args.snapshot,
+    )
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://{args.host}:{args.port}"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                print("ranker demo: the service did not become ready")
+                server.should_exit = True
+                return 1
+            time.sleep(0.2)
+        request = example_request(args.snapshot)
+        print(f"POST {base}/rank")
+        print(json.dumps(request, indent=2))
+        response = client.post("/rank", json=request)
+        print(f"-> {response.status_code}, Server-Timing: {response.headers.get('server-timing')}")
+        print(json.dumps(response.json(), indent=2))
+    if args.exit_after_request:
+        server.should_exit = True
+        thread.join(timeout=10)
+        return 0 if response.status_code == 200 else 1
+    print(f"serving on {base} (docs at {base}/docs); Ctrl-C stops")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return 0
+
+
+def main(command: str, argv: Sequence[str]) -> int:
+    """Entry point the `ranker` dispatcher calls."""
+    if command == "serve":
+        return serve(argv)
+    if command == "demo":
+        return demo(argv)
+    raise SystemExit(f"service.serve has no command {command!r}")
