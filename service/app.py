@@ -84,6 +84,7 @@ class ServiceState:
             if self.registry.get(name) is None:
                 raise RuntimeError(f"{name!r} is configured but not loaded ({self.registry.names})")
         self.router = Router(s.arms, default)
+        metrics.initialize(shadow=s.shadow_model)
         self.store = open_store(s)
         try:
             await self.check_index()

@@ -111,6 +111,26 @@ EXPORTED = {
 }
 
 
+DEGRADED_REASONS = ("store_unavailable", "store_timeout", "over_deadline")
+MISS_KINDS = ("query", "user", "item", "pair")
+
+
+def initialize(shadow: str | None) -> None:
+    """Create every known label set at 0, so rates and alerts see a series from the start."""
+    from service.errors import ErrorCode
+
+    for code in ErrorCode:
+        ERRORS.labels(code.value)
+    for kind in MISS_KINDS:
+        MISSES.labels(kind)
+    for reason in DEGRADED_REASONS:
+        DEGRADED.labels(reason)
+    for result in ("swapped", "refused"):
+        RELOADS.labels(result)
+    if shadow:
+        SHADOW_ERRORS.labels(shadow)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text (aggregated over worker processes in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,0 +1,108 @@
+"""Service fixtures: settings over the tiny packages and snapshot, a private Redis server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from service.index.snapshot import Snapshot
+from service.settings import Settings
+
+
+@pytest.fixture
+def make_settings(tiny_exports: dict[str, Any], tiny_snapshot: Snapshot) -> Callable[..., Settings]:
+    """Settings serving both tiny models over the embedded store, with overrides."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "models": [
+                tiny_exports["prectr"].package.folder,
+                tiny_exports["vanilla"].package.folder,
+            ],
+            "default_model": "prectr",
+            "store": "embedded",
+            "snapshot": tiny_snapshot.folder,
+            "device": "cpu",
+            "buckets": (16, 64, 256),
+            "admin_token": "secret",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server process of the test's own (it may be stopped and started again)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=self.folder,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server only this test talks to (so it can stop it); skipped without the binary."""
+    import os
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI")
+        pytest.skip("redis-server not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,458 @@
+"""The service through HTTP: the ASGI app with its lifespan (TestClient), or a live uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+import uvicorn
+from fastapi.testclient import TestClient
+
+from service.app import create_app, rank_disagreement
+from service.index.keys import KeySchema
+from service.index.loader import load_snapshot
+from service.index.snapshot import Snapshot
+from service.metrics import EXPORTED
+from service.routing import Router
+from service.settings import Settings
+from tests.service.conftest import RedisServer, free_port
+
+MakeSettings = Callable[..., Settings]
+
+
+def _request(s: Snapshot, n: int = 12, **extra: Any) -> dict[str, Any]:
+    query_row = int(s.pair_query[len(s.pair_query) // 3])
+    rows = np.flatnonzero(np.asarray(s.pair_query) == query_row)[:n]
+    return {
+        "user_id": s.user_key[int(np.argmax(np.diff(s.history_offsets)))],
+        "query": s.query_text[query_row],
+        "candidates": [{"item_id": s.item_key[int(s.pair_item[r])]} for r in rows],
+        **extra,
+    }
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
+        yield client
+
+
+@pytest.mark.parametrize("model", ["prectr", "vanilla"])
+def test_happy_path_ranks_every_candidate(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot, model: str
+) -> None:
+    body = _request(tiny_snapshot, model=model, request_id="r-1")
+    with serving(make_settings()) as client:
+        response = client.post("/rank", json=body)
+        v1 = client.post("/v1/rank", json=body)
+    assert response.status_code == 200 and v1.status_code == 200
+    out = response.json()
+    assert out["request_id"] == "r-1"
+    assert out["model"] == {"name": model, "version": "1", "arm": "request"}
+    scores = [item["score"] for item in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [item["rank"] for item in out["items"]] == list(range(1, len(scores) + 1))
+    assert {item["item_id"] for item in out["items"]} == {c["item_id"] for c in body["candidates"]}
+    assert all(0.0 < s < 1.0 for s in scores)
+    assert set(out["timing_ms"]) == {"parse", "fetch", "assemble", "inference", "total"}
+    assert out["degraded"] == []
+    assert "inference;dur=" in response.headers["server-timing"]
+    assert [i["score"] for i in v1.json()["items"]] == scores  # deterministic
+
+
+def test_top_k_and_explain_consistent_with_the_score(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    with serving(make_settings()) as client:
+        out = client.post("/rank", json=_request(tiny_snapshot, top_k=5, explain=True)).json()
+    assert len(out["items"]) == 5
+    for item in out["items"]:
+        e = item["explain"]
+        assert len(e["p_rsl"]) == 4 and len(e["p_click_given_rsl"]) == 4
+        assert sum(e["p_rsl"]) == pytest.approx(1.0, abs=1e-5)
+        f = float(np.clip(np.dot(e["p_rsl"], e["p_click_given_rsl"]), 1e-6, 1 - 1e-6))
+        tau = e["tau"]
+        assert item["score"] == pytest.approx(tau * f / (1 - f + tau * f), abs=1e-5)
+
+
+LIMITS = {"max_candidates": 20, "max_string_length": 40, "max_body_bytes": 4096}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"query": "q", "candidates": [{"item_id": "a"}]}, 422, "missing_field"),
+        ({"user_id": 7, "query": "q", "candidates": [{"item_id": "a"}]}, 422, "wrong_type"),
+        ({"user_id": "u", "query": "q", "candidates": "a"}, 422, "wrong_type"),
+        (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}], "x": 1},
+            422,
+            "unknown_field",
+        ),
+        ({"user_id": "u", "query": "q", "candidates": []}, 422, "empty_candidates"),
+        (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}, {"item_id": "a"}]},
+            422,
+            "duplicate_candidates",
+        ),
+        (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": f"i{i}"} for i in range(21)]},
+            413,
+            "too_many_candidates",
+        ),
+        (
+            {"user_id": "u" * 41, "query": "q", "candidates": [{"item_id": "a"}]},
+            422,
+            "string_too_long",
+        ),
+        (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}], "model": "nope"},
+            422,
+            "unknown_model",
+        ),
+        (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}], "top_k": 0},
+            422,
+            "invalid_value",
+        ),
+    ],
+)
+def test_each_class_of_bad_input_has_its_own_code(
+    make_settings: MakeSettings, body: dict[str, Any], status: int, code: str
+) -> None:
+    with serving(make_settings(**LIMITS)) as client:
+        response = client.post("/rank", json=body, headers={"X-Request-ID": "bad-1"})
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == code and problem["status"] == status
+    assert problem["request_id"] == "bad-1" and problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (
+            b'{"user_id": "u", "query": "q", "candidates": [{"item_id": "a", '
+            b'"features": {"item_category": NaN}}]}',
+            422,
+            "non_finite_feature",
+        ),
+        (
+            b'{"user_id": "u", "query": "q", "candidates": [{"item_id": "a", '
+            b'"features": {"item_brand": Infinity}}]}',
+            422,
+            "non_finite_feature",
+        ),
+        (b'{"user_id": "u", "query": ', 400, "invalid_json"),
+        (
+            b'{"user_id": "u", "query": "' + b"q" * 5000 + b'", "candidates": []}',
+            413,
+            "body_too_large",
+        ),
+    ],
+)
+def test_raw_bodies_non_finite_broken_and_oversized(
+    make_settings: MakeSettings, raw: bytes, status: int, code: str
+) -> None:
+    with serving(make_settings(**LIMITS)) as client:
+        response = client.post("/rank", content=raw, headers={"content-type": "application/json"})
+    assert (response.status_code, response.json()["code"]) == (status, code)
+
+
+def test_unknown_items_are_flagged_scored_and_counted(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    body = _request(tiny_snapshot, n=4)
+    body["candidates"] += [
+        {"item_id": "never-seen"},
+        {"item_id": "new-with-features", "features": {"item_category": 2, "title": "x"}},
+    ]
+    with serving(make_settings()) as client:
+        before = _metric(client, 'ranker_index_misses_total{kind="item"}')
+        out = client.post("/rank", json=body).json()
+        after = _metric(client, 'ranker_index_misses_total{kind="item"}')
+    flags = {item["item_id"]: item.get("flags", []) for item in out["items"]}
+    assert flags["never-seen"] == ["unknown_item"]
+    assert flags["new-with-features"] == ["unknown_item", "request_features"]
+    assert all(not flags[c["item_id"]] for c in body["candidates"][:4])
+    assert after - before == 2
+    assert len(out["items"]) == 6
+
+
+def test_an_empty_query_is_a_recommendation_request(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    body = _request(tiny_snapshot) | {"query": ""}
+    with serving(make_settings()) as client:
+        out = client.post("/rank", json=body).json()
+    assert out["degraded"] == [] and len(out["items"]) == len(body["candidates"])
+    assert not any("approximated_pair" in item.get("flags", []) for item in out["items"])
+
+
+def _metric(client: TestClient, prefix: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith((prefix + " ", prefix + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_readiness_models_and_health(make_settings: MakeSettings) -> None:
+    with serving(make_settings()) as client:
+        assert client.get("/healthz").json() == {"status": "alive"}
+        ready = client.get("/readyz")
+        models = client.get("/models").json()
+        missing = client.get("/nope")
+    assert ready.status_code == 200 and ready.json()["index_version"] == "tiny"
+    names = {m["name"]: m for m in models["models"]}
+    assert set(names) == {"prectr", "vanilla"}
+    assert names["prectr"]["providers"] == ["CPUExecutionProvider"]
+    assert names["prectr"]["buckets"] == [16, 64, 256]
+    assert models["index"]["version"] == "tiny" and models["default"] == "prectr"
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_ab_arms_split_users_by_md5_within_a_point() -> None:
+    router = Router({"prectr": 70, "vanilla": 30}, default="prectr")
+    arms = [router.route(f"user-{i}", None).arm for i in range(10_000)]
+    assert abs(arms.count("prectr") / 10_000 - 0.70) < 0.01
+    assert abs(arms.count("vanilla") / 10_000 - 0.30) < 0.01
+    assert router.route("user-1", None) == router.route("user-1", None)  # sticky
+    assert router.route("user-1", "vanilla").arm == "request"
+
+
+def test_the_response_names_the_arm_and_the_shadow_is_measured(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    settings = make_settings(arms={"prectr": 50, "vanilla": 50}, shadow_model="vanilla")
+    seen: set[str] = set()
+    with serving(settings) as client:
+        before = _metric(client, "ranker_shadow_rank_disagreement_count")
+        for i in range(30):
+            body = _request(tiny_snapshot) | {"user_id": f"user-{i}"}
+            out = client.post("/rank", json=body).json()
+            assert out["model"]["arm"] == out["model"]["name"]
+            seen.add(out["model"]["arm"])
+        deadline = time.monotonic() + 5  # shadow scoring runs off the response path
+        while _metric(client, "ranker_shadow_rank_disagreement_count") == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert seen == {"prectr", "vanilla"}
+
+
+def test_rank_disagreement_is_zero_for_the_same_order_and_two_for_the_reverse() -> None:
+    a = np.array([0.1, 0.5, 0.3])
+    assert rank_disagreement(a, a * 2) == pytest.approx(0.0)
+    assert rank_disagreement(a, -a) == pytest.approx(2.0)
+
+
+def test_every_documented_metric_is_exported(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    settings = make_settings(shadow_model="vanilla", fail_on_store_error=False)
+    with serving(settings) as client:
+        body = _request(tiny_snapshot)
+        body["candidates"].append({"item_id": "unknown"})
+        client.post("/rank", json=body)
+        client.post("/rank", json={"user_id": "u"})  # an error
+        client.post("/admin/reload", json={"path": "/nowhere"}, headers=_admin())  # refused
+        client.app.state.service.store = _BrokenStore()  # type: ignore[attr-defined]
+        client.post("/rank", json=body)  # degraded
+        client.get("/readyz")
+        time.sleep(0.2)  # the shadow
+        exposition = client.get("/metrics").text
+    names = {
+        line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line[:1] != "#"
+    }
+    assert EXPORTED <= names, sorted(EXPORTED - names)
+
+
+class _BrokenStore:
+    async def fetch(self, *args: Any) -> Any:
+        from service.store import IndexUnavailable
+
+        raise IndexUnavailable("down for the test")
+
+    async def check(self) -> Any:
+        from service.store import IndexUnavailable
+
+        raise IndexUnavailable("down for the test")
+
+    async def close(self) -> None:
+        return None
+
+
+def _admin(token: str = "secret") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_admin_needs_the_token(make_settings: MakeSettings, tiny_exports: dict[str, Any]) -> None:
+    path = str(tiny_exports["vanilla"].package.folder)
+    with serving(make_settings()) as client:
+        assert client.post("/admin/reload", json={"path": path}).status_code == 401
+        wrong = client.post("/admin/reload", json={"path": path}, headers=_admin("nope"))
+        ok = client.post("/admin/reload", json={"path": path}, headers=_admin())
+    assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+    assert ok.status_code == 200 and ok.json()["replaced"] == "1"
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# --- live server: Redis degradation and recovery, reload under traffic ------------------------
+
+
+def _load(server: RedisServer, snapshot: Snapshot) -> None:
+    client = redis.Redis.from_url(server.url)
+    load_snapshot(snapshot, client, KeySchema("rank"), grace_s=0)
+    client.close()
+
+
+def test_redis_down_degrades_within_the_deadline_then_recovers(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot, private_redis: RedisServer
+) -> None:
+    _load(private_redis, tiny_snapshot)
+    settings = make_settings(
+        store="redis", redis_url=private_redis.url, store_timeout_ms=100, deadline_ms=300
+    )
+    body = _request(tiny_snapshot)
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+        healthy = client.post("/rank", json=body).json()
+        assert healthy["degraded"] == [] and healthy["index_version"] == "1"
+
+        private_redis.stop()
+        down = client.post("/rank", json=body)  # a hang would trip the client's 5 s timeout
+        not_ready = client.get("/readyz")
+        assert down.status_code == 200
+        assert down.json()["degraded"] == ["store_unavailable"]
+        assert len(down.json()["items"]) == len(body["candidates"])
+        assert all("unknown_item" in i["flags"] for i in down.json()["items"])
+        assert not_ready.status_code == 503 and not_ready.headers["retry-after"]
+
+        private_redis.start()  # an empty server again (nothing is kept on disk)
+        _load(private_redis, tiny_snapshot)
+        deadline = time.monotonic() + 10
+        while True:
+            again = client.post("/rank", json=body).json()
+            if not again["degraded"]:
+                break
+            assert time.monotonic() < deadline, again
+            time.sleep(0.1)
+        assert [i["score"] for i in again["items"]] == [i["score"] for i in healthy["items"]]
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_slow_store_times_out_into_a_degraded_answer(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot, private_redis: RedisServer
+) -> None:
+    _load(private_redis, tiny_snapshot)
+    settings = make_settings(
+        store="redis", redis_url=private_redis.url, store_timeout_ms=100, deadline_ms=300
+    )
+    body = _request(tiny_snapshot)
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+        assert client.post("/rank", json=body).json()["degraded"] == []
+        admin = redis.Redis.from_url(private_redis.url)
+        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        slow = client.post("/rank", json=body).json()
+        admin.close()
+    assert slow["degraded"] in (["store_timeout"], ["store_unavailable"])
+
+
+def test_fail_on_store_error_answers_503_instead(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot, private_redis: RedisServer
+) -> None:
+    _load(private_redis, tiny_snapshot)
+    settings = make_settings(
+        store="redis", redis_url=private_redis.url, fail_on_store_error=True, store_timeout_ms=100
+    )
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+        private_redis.stop()
+        response = client.post("/rank", json=_request(tiny_snapshot))
+    assert response.status_code == 503 and response.json()["code"] == "store_unavailable"
+    assert response.headers["retry-after"]
+
+
+def test_reload_under_concurrent_requests_fails_none_and_refuses_a_broken_package(
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    tiny_exports: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    source = tiny_exports["prectr"].package.folder
+    v2 = tmp_path / "prectr-2"
+    shutil.copytree(source, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["version"] = "2"
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+    broken = tmp_path / "prectr-broken"
+    shutil.copytree(v2, broken)
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    body = _request(tiny_snapshot, model="prectr")
+
+    async def traffic(base: str) -> tuple[list[int], set[str], list[int]]:
+        statuses: list[int] = []
+        versions: set[str] = set()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            stop = asyncio.Event()
+
+            async def worker() -> None:
+                while not stop.is_set():
+                    response = await client.post("/rank", json=body)
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        versions.add(response.json()["model"]["version"])
+
+            workers = [asyncio.create_task(worker()) for _ in range(8)]
+            await asyncio.sleep(0.3)
+            reloads = []
+            for path in (broken, v2, broken):
+                reply = await client.post(
+                    "/admin/reload", json={"path": str(path)}, headers=_admin()
+                )
+                reloads.append(reply.status_code)
+                await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*workers)
+        return statuses, versions, reloads
+
+    with live_server(make_settings()) as base:
+        statuses, versions, reloads = asyncio.run(traffic(base))
+        after = httpx.post(f"{base}/rank", json=body).json()
+    assert reloads == [409, 200, 409]
+    assert len(statuses) > 50 and set(statuses) == {200}
+    assert versions == {"1", "2"}
+    assert after["model"]["version"] == "2"  # the broken package after it changed nothing
