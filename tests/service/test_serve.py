@@ -1,0 +1,95 @@
+"""`ranker serve` with several workers, `ranker demo`, and settings from the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.cli import main as ranker
+from service.index.snapshot import Snapshot
+from service.serve import example_request
+from service.settings import Settings
+from tests.service.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_settings_come_from_ranker_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RANKER_MODELS", "a/1, b/2")
+    monkeypatch.setenv("RANKER_ARMS", "prectr:90,vanilla:10")
+    monkeypatch.setenv("RANKER_BUCKETS", "8,32")
+    monkeypatch.setenv("RANKER_STORE", "redis")
+    monkeypatch.setenv("RANKER_DEADLINE_MS", "150")
+    settings = Settings()
+    assert settings.models == [Path("a/1"), Path("b/2")]
+    assert settings.arms == {"prectr": 90.0, "vanilla": 10.0}
+    assert settings.buckets == (8, 32) and settings.deadline_ms == 150
+    monkeypatch.setenv("RANKER_STORE", "embedded")  # without a snapshot: refused
+    with pytest.raises(ValueError, match="RANKER_SNAPSHOT"):
+        Settings()
+
+
+def test_metrics_add_up_over_several_worker_processes(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
+        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
+        "RANKER_DEVICE": "cpu",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)]
+    with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True) as server:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+            body = example_request(tiny_snapshot.folder, candidates=5)
+            with httpx.Client(base_url=base) as client:  # a new connection can hit either worker
+                for _ in range(40):
+                    assert httpx.post(f"{base}/rank", json=body).status_code == 200
+                exposition = client.get("/metrics").text
+                ready = [
+                    line for line in exposition.splitlines() if line.startswith("ranker_ready{")
+                ]
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("ranker_requests_total{") and 'status="200"' in line
+    )
+    assert total == 40
+    assert len(list(tmp_path.glob("*.db"))) >= 2  # both workers wrote their counters
+    assert ready  # readiness is reported per worker process (label pid)
+
+
+def test_demo_serves_and_answers_the_example_request(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tiny_exports["prectr"].package.folder.parent.parent
+    argv = ["demo", "--packages", str(root), "--version", "1", "--snapshot"]
+    argv += [str(tiny_snapshot.folder), "--port", str(free_port()), "--exit-after-request"]
+    assert ranker(argv) == 0
+    out = capsys.readouterr().out
+    assert "POST http://127.0.0.1:" in out and "-> 200" in out
+    assert '"explain"' in out and "unknown_item" in out
