@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
 from export.onnx import export_graph, input_specs, output_specs, random_inputs, served_module
 from export.parity import BOUNDS, ParityResult, check_parity
-from service.contract import HISTORY_LENGTH
+from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH
 from service.inference import OnnxRunner, RunnerSettings
 from service.package import (
     SPEC_FILE,
@@ -35,6 +36,7 @@ from service.package import (
     file_sha256,
     write_manifest,
 )
+from training.data.tables import World
 from training.models.text_tower import PairApproximator
 from training.tower import tower_folder
 from training.train import SavedRun, git_sha, load_saved_run
@@ -79,6 +81,13 @@ def load_approximator(run: SavedRun, world_dir: Path) -> PairApproximator:
     approximator = PairApproximator(int(tower["config"]["output_dim"]))
     approximator.load_state_dict(torch.load(weights, weights_only=True))
     return approximator.eval()
+
+
+def empty_query_share(world_dir: Path) -> float:
+    """The share of the world's training impressions that are recommendation requests."""
+    impressions = World.load(world_dir, mmap=True).impressions
+    train = impressions["split"] == 0
+    return float(np.mean(impressions["query_id"][train] == EMPTY_QUERY_ID)) if train.any() else 0.0
 
 
 def default_version() -> str:
@@ -138,6 +147,7 @@ def export_run(
             )
         run.spec.save(staging / SPEC_FILE)
         manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
+        manifest = manifest.model_copy(update={"empty_query_share": empty_query_share(world_dir)})
         write_manifest(staging, manifest)
         ModelPackage(staging)  # read back what was written: the same checks the service runs
         staging.rename(final)

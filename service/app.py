@@ -423,6 +423,8 @@ async def _rank(
     scores = outputs["score"]
     t_inference = time.perf_counter()
 
+    if features.query.match.kind == "empty" and manifest.empty_query_share == 0.0:
+        degraded.append("empty_query_untrained")
     if t_inference > deadline:
         degraded.append("over_deadline")
     for reason in degraded:

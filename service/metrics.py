@@ -111,7 +111,7 @@ EXPORTED = {
 }
 
 
-DEGRADED_REASONS = ("store_unavailable", "store_timeout", "over_deadline")
+DEGRADED_REASONS = ("store_unavailable", "store_timeout", "over_deadline", "empty_query_untrained")
 MISS_KINDS = ("query", "user", "item", "pair")
 
 

@@ -117,6 +117,9 @@ class Manifest(BaseModel):
     reference_inputs: dict[str, StoredArray]
     metrics: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    #: Share of training impressions without a query (recommendation requests); 0 means the
+    #: model never saw an empty query and the service says so when it gets one.
+    empty_query_share: float | None = None
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:

@@ -72,6 +72,23 @@ def example_request(snapshot_dir: Path, candidates: int = 20) -> dict[str, Any]:
     }
 
 
+def compact_json(body: dict[str, Any]) -> str:
+    """JSON with one line per top-level field and per list element: readable, and short."""
+    lines = ["{"]
+    for i, (key, value) in enumerate(body.items()):
+        end = "," if i < len(body) - 1 else ""
+        if isinstance(value, list) and value:
+            lines.append(f"  {json.dumps(key)}: [")
+            lines += [
+                f"    {json.dumps(v)}{',' if j < len(value) - 1 else ''}"
+                for j, v in enumerate(value)
+            ]
+            lines.append(f"  ]{end}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}{end}")
+    return "\n".join([*lines, "}"])
+
+
 def demo(argv: Sequence[str]) -> int:
     parser = _serve_parser("ranker demo")
     parser.add_argument("--packages", type=Path, default=Path("artifacts/demo/packages"))
@@ -93,7 +110,11 @@ def demo(argv: Sequence[str]) -> int:
         snapshot=args.snapshot,
     )
     config = uvicorn.Config(
-        create_app(settings), host=args.host, port=args.port, log_level=args.log_level
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -112,12 +133,12 @@ def demo(argv: Sequence[str]) -> int:
                 server.should_exit = True
                 return 1
             time.sleep(0.2)
-        request = example_request(args.snapshot)
+        request = example_request(args.snapshot, candidates=8)
         print(f"POST {base}/rank")
-        print(json.dumps(request, indent=2))
+        print(compact_json(request))
         response = client.post("/rank", json=request)
         print(f"-> {response.status_code}, Server-Timing: {response.headers.get('server-timing')}")
-        print(json.dumps(response.json(), indent=2))
+        print(compact_json(response.json()))
     if args.exit_after_request:
         server.should_exit = True
         thread.join(timeout=10)

@@ -192,13 +192,30 @@ def test_unknown_items_are_flagged_scored_and_counted(
 
 
 def test_an_empty_query_is_a_recommendation_request(
-    make_settings: MakeSettings, tiny_snapshot: Snapshot
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    tiny_exports: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    body = _request(tiny_snapshot) | {"query": ""}
+    body = _request(tiny_snapshot) | {"query": "", "model": "prectr"}
+    package = tiny_exports["prectr"].package
+    assert package.manifest.empty_query_share > 0  # the tiny world has recommendation requests
     with serving(make_settings()) as client:
         out = client.post("/rank", json=body).json()
     assert out["degraded"] == [] and len(out["items"]) == len(body["candidates"])
     assert not any("approximated_pair" in item.get("flags", []) for item in out["items"])
+
+    search_only = tmp_path / "prectr"  # the same model, as if trained on search requests only
+    shutil.copytree(package.folder, search_only)
+    manifest = json.loads((search_only / "manifest.json").read_text())
+    manifest["empty_query_share"] = 0.0
+    (search_only / "manifest.json").write_text(json.dumps(manifest))
+    settings = make_settings(models=[search_only])
+    with serving(settings) as client:
+        untrained = client.post("/rank", json=body).json()
+        searched = client.post("/rank", json=_request(tiny_snapshot)).json()
+    assert untrained["degraded"] == ["empty_query_untrained"]
+    assert searched["degraded"] == []
 
 
 def _metric(client: TestClient, prefix: str) -> float:
