@@ -66,6 +66,7 @@ class ServiceState:
     router: Router | None = None
     index_version: str | None = None
     index_meta: SnapshotMeta | None = None
+    incompatible: dict[str, str] = field(default_factory=dict)  # version -> why
     warm: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -118,14 +119,43 @@ class ServiceState:
         version, meta = await asyncio.wait_for(
             self.store.check(), self.settings.store_timeout_ms / 1000 * 4
         )
-        for model in self.registry.all():
-            check_compatible(meta, model.package.manifest)
+        self.adopt_index(version, meta)
+        return version, meta
+
+    def adopt_index(self, version: str, meta: SnapshotMeta) -> None:
+        """Make ``version`` the index in use if every model can use it (else IndexMismatch)."""
+        try:
+            for model in self.registry.all():
+                check_compatible(meta, model.package.manifest)
+        except IndexMismatch as err:
+            self.incompatible[version] = str(err)
+            raise
         if version != self.index_version:
             if self.index_version is not None:
                 metrics.INDEX_INFO.labels(self.index_version).set(0)
             metrics.INDEX_INFO.labels(version).set(1)
         self.index_version, self.index_meta = version, meta
-        return version, meta
+
+    async def unusable(self, version: str) -> str | None:
+        """Why the index version a fetch answered from cannot serve these models (None: it can).
+
+        The Redis store follows the live pointer by itself; a version loaded without
+        `--model` may have been built with another text tower, and its vectors would be noise.
+        """
+        if not version or version == self.index_version:
+            return None
+        if version in self.incompatible:
+            return self.incompatible[version]
+        assert self.store is not None
+        current, meta = await self.store.meta()
+        if current != version:
+            return None  # the store moved on again; the next request decides
+        try:
+            self.adopt_index(current, meta)
+        except IndexMismatch as err:
+            log.error("index version %s is not usable: %s", version, err)
+            return str(err)
+        return None
 
     async def readiness(self) -> list[str]:
         """Reasons the service is not ready (empty when it is)."""
@@ -404,6 +434,16 @@ async def _rank(
 
     budget = min(settings.store_timeout_ms / 1000, deadline - t_parse)
     features, degraded = await fetch_features(state, body, item_ids, budget, manifest.text_dim)
+    why = await state.unusable(features.index_version)
+    if why is not None:
+        if settings.fail_on_store_error:
+            raise ServiceError(
+                ErrorCode.STORE_UNAVAILABLE,
+                f"the live index cannot serve this model: {why}",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        features = unavailable_features(body.query, len(item_ids), manifest.text_dim)
+        degraded.append("index_incompatible")
     for kind, count in features.misses.items():
         if count:
             metrics.MISSES.labels(kind).inc(count)

@@ -111,7 +111,13 @@ EXPORTED = {
 }
 
 
-DEGRADED_REASONS = ("store_unavailable", "store_timeout", "over_deadline", "empty_query_untrained")
+DEGRADED_REASONS = (
+    "store_unavailable",
+    "store_timeout",
+    "index_incompatible",
+    "over_deadline",
+    "empty_query_untrained",
+)
 MISS_KINDS = ("query", "user", "item", "pair")
 
 

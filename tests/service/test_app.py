@@ -473,3 +473,29 @@ def test_reload_under_concurrent_requests_fails_none_and_refuses_a_broken_packag
     assert len(statuses) > 50 and set(statuses) == {200}
     assert versions == {"1", "2"}
     assert after["model"]["version"] == "2"  # the broken package after it changed nothing
+
+
+def test_an_index_built_with_another_text_tower_is_not_served(
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    private_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    _load(private_redis, tiny_snapshot)
+    other = tmp_path / "other-tower"
+    shutil.copytree(tiny_snapshot.folder, other)
+    meta = other / "meta.json"
+    meta.write_text(meta.read_text().replace(tiny_snapshot.meta.text_tower_fingerprint, "e" * 64))
+    settings = make_settings(store="redis", redis_url=private_redis.url)
+    body = _request(tiny_snapshot)
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+        assert client.post("/rank", json=body).json()["degraded"] == []
+        _load(private_redis, Snapshot(other))  # loaded without --model: nothing refused it
+        wrong = client.post("/rank", json=body).json()
+        assert wrong["degraded"] == ["index_incompatible"]
+        assert all("unknown_item" in item["flags"] for item in wrong["items"])
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503 and "incompatible" in not_ready.text
+        _load(private_redis, tiny_snapshot)
+        assert client.post("/rank", json=body).json()["degraded"] == []
+        assert client.get("/readyz").status_code == 200
