@@ -48,6 +48,7 @@ from service.store import (
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
+JSON = "application/json"
 
 
 class ReloadBody(BaseModel):
@@ -192,10 +193,11 @@ def open_store(settings: Settings) -> FeatureStore:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service; its settings come from ``RANKER_*`` when not given."""
+    config = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = ServiceState(settings or Settings())
+        state = ServiceState(config)
         app.state.service = state
         await state.start()
         try:
@@ -222,6 +224,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/rank")
     async def rank(request: Request) -> Response:
         return await handle_rank(request.app.state.service, request)
+
+    if config.enable_echo:
+
+        @app.post("/v1/echo")
+        async def echo(request: Request) -> Response:
+            """Reads and validates a /rank body and answers at once: the floor the benchmark
+            measures the HTTP stack and parsing by (enabled by RANKER_ENABLE_ECHO)."""
+            started = time.perf_counter()
+            state: ServiceState = request.app.state.service
+            try:
+                raw = await read_body(request, state.settings.max_body_bytes)
+                body = parse_rank_request(raw, state.settings)
+            except ServiceError as err:
+                return problem(err, None, request.url.path)
+            timing = {"parse": _ms(time.perf_counter() - started)}
+            reply = {"request_id": body.request_id, "candidates": len(body.candidates)}
+            return Response(orjson.dumps({**reply, "timing_ms": timing}), media_type=JSON)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -322,6 +341,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
+    """A /rank body, validated and within the configured limits (else `ServiceError`)."""
+    try:
+        body = RankRequest.model_validate_json(raw)
+    except ValidationError as err:
+        raise from_validation(err) from err
+    check_limits(body, settings)
+    return body
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -391,13 +420,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             raise ServiceError(
                 ErrorCode.NOT_READY, "models are loading", headers={"Retry-After": RETRY_AFTER_S}
             )
-        raw = await read_body(request, settings.max_body_bytes)
-        try:
-            body = RankRequest.model_validate_json(raw)
-        except ValidationError as err:
-            raise from_validation(err) from err
+        body = parse_rank_request(await read_body(request, settings.max_body_bytes), settings)
         request_id = body.request_id or request_id
-        check_limits(body, settings)
         route, model = _route(state, body)
         route_label = (model.name, route.arm)
         response, timings = await _rank(state, body, model, route, request_id, started)

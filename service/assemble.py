@@ -53,6 +53,13 @@ class Assembler:
         self.dense = tuple(f.name for f in spec.select(kind="dense"))
         self.relevance = spec.relevance_features
 
+    def _encode_ints(self, name: str, values: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+        """A column of index integers (-1 unknown) as buckets: vectorized unless hashed."""
+        field = self.spec[name]
+        if field.hashed:
+            return field.encode([_int_or_none(v) for v in values.tolist()])
+        return field.encode(values)
+
     def assemble(
         self,
         user_id: str,
@@ -89,11 +96,9 @@ class Assembler:
             "query_id": spec["query_id"].encode([id_text]).repeat(n),
             "query_category": spec["query_category"].encode([_int_or_none(q.category)]).repeat(n),
             "item_id": spec["item_id"].encode(item_ids),
-            "item_category": spec["item_category"].encode([_int_or_none(int(v)) for v in category]),
-            "item_brand": spec["item_brand"].encode([_int_or_none(int(v)) for v in brand]),
-            "item_price_bucket": spec["item_price_bucket"].encode(
-                [_int_or_none(int(v)) for v in price]
-            ),
+            "item_category": self._encode_ints("item_category", category),
+            "item_brand": self._encode_ints("item_brand", brand),
+            "item_price_bucket": self._encode_ints("item_price_bucket", price),
             "is_search": spec["is_search"].encode([int(is_search)]).repeat(n),
             "hour": spec["hour"].encode([hour]).repeat(n),
             "position": np.zeros(n, dtype=np.int64),  # served as missing: no position bias

@@ -91,10 +91,13 @@ class FeatureField:
             raise TypeError(f"{self.name} is {self.kind}, not categorical")
         if self.hashed:
             return stable_buckets(self.name, values, self.buckets)
-        ints = np.array(
-            [-1 if v is None or v == "" else int(v) for v in values],  # type: ignore[call-overload]
-            dtype=np.int64,
-        )
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":  # the request path
+            ints = values.astype(np.int64)
+        else:
+            ints = np.array(
+                [-1 if v is None or v == "" else int(v) for v in values],  # type: ignore[call-overload]
+                dtype=np.int64,
+            )
         in_range = (ints >= 0) & (ints < self.buckets - 1)
         return np.where(in_range, ints + 1, MISSING_BUCKET)
 
@@ -196,6 +199,8 @@ def stable_hash(field_name: str, value: object) -> int:
     return int.from_bytes(digest, "little")
 
 
+# typed: 1, True and 1.0 are equal keys but format (and so hash) differently.
+@functools.lru_cache(maxsize=1 << 18, typed=True)
 def stable_bucket(field_name: str, value: object, buckets: int) -> int:
     """The bucket in 1..buckets-1 of a raw id; None and '' go to bucket 0 (missing)."""
     if value is None or value == "":
@@ -253,6 +258,19 @@ def _term_set(text: str) -> frozenset[str]:
 
 # --- derived relevance features ---------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class _ItemTerms:
+    title: frozenset[str]
+    text: frozenset[str]
+    padded_title: str  # " normalized title ", for the whole-words phrase test
+
+
+@functools.lru_cache(maxsize=200_000)
+def _item_terms(title: str, text: str) -> _ItemTerms:
+    return _ItemTerms(_term_set(title), _term_set(text), f" {normalize_text(title)} ")
+
+
 RELEVANCE_FEATURES: tuple[str, ...] = (
     "category_match",
     "title_term_coverage",
@@ -296,13 +314,20 @@ def relevance_features(
         out[:, 0] = categories == query_category
     phrase = f" {normalize_text(query)} "
     n_query = len(query_terms)
-    for row, (title, text) in enumerate(zip(titles, texts, strict=True)):
-        title_terms = _term_set(title)
-        in_title = len(query_terms & title_terms)
-        out[row, 1] = in_title / n_query
-        out[row, 2] = (in_title + len((query_terms - title_terms) & _term_set(text))) / n_query
-        out[row, 3] = in_title / len(query_terms | title_terms)
-        out[row, 4] = phrase in f" {normalize_text(title)} "
+    rows: list[tuple[float, float, float, bool]] = []
+    for title, text in zip(titles, texts, strict=True):  # the request path: kept lean
+        item = _item_terms(title, text)
+        hit = len(query_terms & item.title)
+        in_text = len((query_terms - item.title) & item.text) if hit < n_query else 0
+        rows.append(
+            (
+                hit / n_query,
+                (hit + in_text) / n_query,
+                hit / (n_query + len(item.title) - hit),  # |Q & T| / |Q | T|
+                phrase in item.padded_title,
+            )
+        )
+    out[:, 1:] = rows
     return out
 
 

@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_string_length: int = Field(512, ge=8)
 
-    # admin
+    # admin and diagnostics
     admin_token: str | None = Field(None, description="bearer token of /admin; unset = disabled")
+    enable_echo: bool = Field(False, description="POST /v1/echo: parse only (benchmark floor)")
 
     @field_validator("models", "buckets", mode="before")
     @classmethod

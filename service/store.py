@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import hiredis
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aredis
@@ -34,7 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 from service.contract import normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
-from service.index.records import decode_item, decode_pair, decode_query, decode_user
+from service.index.records import decode_items, decode_pairs, decode_query, decode_user
 from service.index.snapshot import Snapshot, SnapshotMeta
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,19 @@ class EmbeddedStore:
         return RequestFeatures(self.version, q, user, c, _misses(match, user, c))
 
 
+class HiredisPackingConnection(aredis.Connection):
+    """redis.asyncio packs commands in Python: ~0.3 ms for a 400-key MGET. hiredis (the `serve`
+    extra installs it) packs the same bytes in C in a tenth of that."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " in first:  # "CONFIG GET": Redis wants two arguments
+            args = (*first.split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
 @dataclass(frozen=True)
 class _LiveVersion:
     version: str
@@ -258,7 +272,7 @@ class RedisStore:
         client: RedisClient = (
             RedisCluster.from_url(url, **options)
             if cluster
-            else aredis.Redis.from_url(url, **options)
+            else aredis.Redis.from_url(url, connection_class=HiredisPackingConnection, **options)
         )
         return cls(client, namespace, match_threshold)
 
@@ -347,10 +361,12 @@ class RedisStore:
         match = live.matcher.match(query)
         n = len(item_ids)
         wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
-        wanted += [keys.item(v, i) for i in item_ids]
+        item_prefix = keys.item(v, "")
+        wanted += [item_prefix + i for i in item_ids]
         if match.row >= 0:
             wanted.append(keys.query(v, match.matched_text))
-            wanted += [keys.pair(v, match.matched_text, i) for i in item_ids]
+            pair_prefix = keys.pair_prefix(v, match.matched_text)
+            wanted += [pair_prefix + i for i in item_ids]
         try:
             values = await self._mget(wanted)  # the one round trip
         except aredis.RedisError as err:
@@ -380,23 +396,22 @@ class RedisStore:
             )
 
         c = CandidateFeatures.unknown(n, dim)
-        for i, raw in enumerate(values[3 : 3 + n]):
-            if raw is None:
-                continue
-            item = decode_item(raw, dim)
-            c.item_known[i] = True
-            c.category[i], c.brand[i], c.price_bucket[i] = (
-                item.category,
-                item.brand,
-                item.price_bucket,
-            )
-            c.item_vec[i] = item.vec
-            c.titles[i], c.texts[i] = item.title, item.text
+        item_values = values[3 : 3 + n]
+        found = [i for i, raw in enumerate(item_values) if raw is not None]
+        if found:
+            items = decode_items([item_values[i] for i in found], dim)  # type: ignore[misc]
+            c.item_known[found] = True
+            c.category[found], c.brand[found] = items.category, items.brand
+            c.price_bucket[found] = items.price_bucket
+            c.item_vec[found] = items.vec
+            for i, title, text in zip(found, items.titles, items.texts, strict=True):
+                c.titles[i], c.texts[i] = title, text
         if match.row >= 0:
-            for i, raw in enumerate(values[4 + n :]):
-                if raw is not None:
-                    c.pair_known[i] = True
-                    c.pair_vec[i] = decode_pair(raw, dim)
+            pair_values = values[4 + n :]
+            paired = [i for i, raw in enumerate(pair_values) if raw is not None]
+            if paired:
+                c.pair_known[paired] = True
+                c.pair_vec[paired] = decode_pairs([pair_values[i] for i in paired], dim)  # type: ignore[misc]
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 

@@ -72,4 +72,8 @@ class KeySchema:
         return f"{self.prefix(version)}user:{user_id}"
 
     def pair(self, version: str, normalized_text: str, item_id: str) -> str:
-        return f"{self.prefix(version)}pair:{query_hash(normalized_text)}:{item_id}"
+        return f"{self.pair_prefix(version, normalized_text)}{item_id}"
+
+    def pair_prefix(self, version: str, normalized_text: str) -> str:
+        """Every pair key of one query starts so (hash the query once per request, not per item)."""
+        return f"{self.prefix(version)}pair:{query_hash(normalized_text)}:"

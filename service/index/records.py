@@ -25,16 +25,6 @@ Vector = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
-class ItemRecord:
-    category: int
-    brand: int
-    price_bucket: int
-    vec: Vector  # (D,) float16
-    title: str
-    text: str
-
-
-@dataclass(frozen=True)
 class QueryRecord:
     category: int
     vec: Vector  # (D,) float16
@@ -60,14 +50,50 @@ def encode_item(
     return _ITEM.pack(category, brand, price_bucket, len(t), len(x)) + _vec_bytes(vec) + t + x
 
 
-def decode_item(raw: bytes, dim: int) -> ItemRecord:
-    category, brand, price, n_title, n_text = _ITEM.unpack_from(raw)
-    start = _ITEM.size
-    vec = np.frombuffer(raw, dtype=_F16, count=dim, offset=start)
-    start += 2 * dim
-    title = raw[start : start + n_title].decode("utf-8")
-    text = raw[start + n_title : start + n_title + n_text].decode("utf-8")
-    return ItemRecord(category, brand, price, vec, title, text)
+@dataclass(frozen=True)
+class ItemBatch:
+    """Many item records decoded at once (the request path's form)."""
+
+    category: npt.NDArray[np.int32]
+    brand: npt.NDArray[np.int32]
+    price_bucket: npt.NDArray[np.int32]
+    vec: Vector  # (k, D) float16
+    titles: list[str]
+    texts: list[str]
+
+
+def _item_dtype(dim: int) -> np.dtype[Any]:
+    return np.dtype(
+        [
+            ("category", "<i4"),
+            ("brand", "<i4"),
+            ("price_bucket", "<i4"),
+            ("n_title", "<u4"),
+            ("n_text", "<u4"),
+            ("vec", "<f2", (dim,)),
+        ]
+    )
+
+
+def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
+    """Item records -> columns: the fixed-size heads and vectors in one frombuffer."""
+    dtype = _item_dtype(dim)
+    fixed = dtype.itemsize
+    heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
+    titles, texts = [], []
+    for raw, n_title, n_text in zip(
+        raws, heads["n_title"].tolist(), heads["n_text"].tolist(), strict=True
+    ):
+        titles.append(raw[fixed : fixed + n_title].decode("utf-8"))
+        texts.append(raw[fixed + n_title : fixed + n_title + n_text].decode("utf-8"))
+    return ItemBatch(
+        heads["category"], heads["brand"], heads["price_bucket"], heads["vec"], titles, texts
+    )
+
+
+def decode_pairs(raws: list[bytes], dim: int) -> Vector:
+    """Many pair records -> (k, D) float16."""
+    return np.frombuffer(b"".join(raws), dtype=_F16).reshape(len(raws), dim)
 
 
 def encode_query(category: int, vec: Vector) -> bytes:
@@ -99,7 +125,3 @@ def decode_user(raw: bytes, dim: int) -> UserRecord:
 
 def encode_pair(vec: Vector) -> bytes:
     return _vec_bytes(vec)
-
-
-def decode_pair(raw: bytes, dim: int) -> Vector:
-    return np.frombuffer(raw, dtype=_F16, count=dim)
