@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import HISTORY_LENGTH, normalize_text
+from service.contract import HISTORY_LENGTH, ItemTerms, normalize_text
 from service.index.lexical import LEXICAL_DIM, build_index, lexical_vectors, serialize_index
 from service.index.snapshot import (
     META_FILE,
@@ -154,6 +154,11 @@ def _write_tables(world: World, vectors: ReducedVectors, folder: Path) -> None:
     for column in ("category", "brand", "price_bucket"):
         np.save(folder / "items" / f"{column}.npy", _ints(items[column]))
     np.save(folder / "items" / "vec.npy", vectors.items.astype(VECTOR_DTYPE))
+    terms = ItemTerms.of_texts([str(t) for t in items["title"]], [str(t) for t in items["text"]])
+    np.save(folder / "items" / "title_terms.npy", terms.title)
+    np.save(folder / "items" / "title_terms_offsets.npy", terms.title_offsets)
+    np.save(folder / "items" / "text_terms.npy", terms.text)
+    np.save(folder / "items" / "text_terms_offsets.npy", terms.text_offsets)
 
     user_keys = [str(k) for k in users["user_key"]]
     StringColumn.write(folder / "users", "key", user_keys)

@@ -95,6 +95,7 @@ class ServiceState:
         self.warm = True
         gc.collect()
         gc.freeze()  # the loaded models and index live forever: keep them out of GC passes
+        gc.set_threshold(50_000, 20, 20)
 
     async def stop(self) -> None:
         for task in list(self.background):
@@ -381,20 +382,22 @@ async def fetch_features(
     return unavailable_features(body.query, len(item_ids), dim), [reason]
 
 
+_FLAG_SETS: tuple[list[str], ...] = ([], ["unknown_item"], ["unknown_item", "request_features"])
+_APPROXIMATED = ["approximated_pair"]
+
+
 def _flags(features: RequestFeatures, supplied: list[bool]) -> list[list[str]]:
+    """Each candidate's flags (shared, read-only lists: the response only serializes them)."""
     c = features.candidates
     resolved = features.query.match.row >= 0
-    out = []
-    for i in range(len(c.item_known)):
-        flags = []
-        if not c.item_known[i]:
-            flags.append("unknown_item")
-            if supplied[i]:
-                flags.append("request_features")
-        elif resolved and not c.pair_known[i]:
-            flags.append("approximated_pair")
-        out.append(flags)
-    return out
+    known = c.item_known.tolist()
+    paired = c.pair_known.tolist()
+    return [
+        (_APPROXIMATED if resolved and not pair else _FLAG_SETS[0])
+        if item
+        else _FLAG_SETS[1 + bool(given)]
+        for item, pair, given in zip(known, paired, supplied, strict=True)
+    ]
 
 
 def _route(state: ServiceState, body: RankRequest) -> tuple[Route, LoadedModel]:
@@ -497,17 +500,18 @@ async def _rank(
     if body.top_k is not None:
         order = order[: body.top_k]
     flags = _flags(features, [bool(s) for s in supplied])
+    explain = body.explain and "p_rsl" in outputs
+    if explain:
+        p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
+        tau = outputs["tau"].tolist()
+    score_list = scores.tolist()  # Python floats once, not a numpy scalar per item
     items = []
-    for rank, i in enumerate(order, start=1):
-        item: dict[str, Any] = {"item_id": item_ids[i], "score": float(scores[i]), "rank": rank}
+    for rank, i in enumerate(order.tolist(), start=1):
+        item: dict[str, Any] = {"item_id": item_ids[i], "score": score_list[i], "rank": rank}
         if flags[i]:
             item["flags"] = flags[i]
-        if body.explain and "p_rsl" in outputs:
-            item["explain"] = {
-                "p_rsl": outputs["p_rsl"][i].tolist(),
-                "p_click_given_rsl": outputs["p_click_given_rsl"][i].tolist(),
-                "tau": float(outputs["tau"][i]),
-            }
+        if explain:
+            item["explain"] = {"p_rsl": p_rsl[i], "p_click_given_rsl": p_click[i], "tau": tau[i]}
         items.append(item)
 
     shadow = settings.shadow_model

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import HISTORY_LENGTH, FeatureSpec, relevance_features, tokenize
+from service.contract import (
+    HISTORY_LENGTH,
+    FeatureSpec,
+    ItemTerms,
+    relevance_features_of_terms,
+    tokenize,
+)
 from service.store import RequestFeatures
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -88,28 +94,35 @@ class Assembler:
         is_search = q.match.kind != "empty"
         resolved = q.match.row >= 0
         id_text = q.match.matched_text if resolved else q.match.text
-        columns: dict[str, npt.NDArray[np.int64]] = {
-            "user_id": spec["user_id"].encode([user_id]).repeat(n),
-            "user_age": spec["user_age"].encode([_int_or_none(u.age)]).repeat(n),
-            "user_gender": spec["user_gender"].encode([_int_or_none(u.gender)]).repeat(n),
-            "user_city_tier": spec["user_city_tier"].encode([_int_or_none(u.city_tier)]).repeat(n),
-            "query_id": spec["query_id"].encode([id_text]).repeat(n),
-            "query_category": spec["query_category"].encode([_int_or_none(q.category)]).repeat(n),
+        # Request-level fields are one bucket for every row; per-item fields are columns.
+        per_request = {
+            "user_id": spec["user_id"].encode([user_id]),
+            "user_age": spec["user_age"].encode([_int_or_none(u.age)]),
+            "user_gender": spec["user_gender"].encode([_int_or_none(u.gender)]),
+            "user_city_tier": spec["user_city_tier"].encode([_int_or_none(u.city_tier)]),
+            "query_id": spec["query_id"].encode([id_text]),
+            "query_category": spec["query_category"].encode([_int_or_none(q.category)]),
+            "is_search": spec["is_search"].encode([int(is_search)]),
+            "hour": spec["hour"].encode([hour]),
+            "position": np.zeros(1, dtype=np.int64),  # served as missing: no position bias
+        }
+        per_item = {
             "item_id": spec["item_id"].encode(item_ids),
             "item_category": self._encode_ints("item_category", category),
             "item_brand": self._encode_ints("item_brand", brand),
             "item_price_bucket": self._encode_ints("item_price_bucket", price),
-            "is_search": spec["is_search"].encode([int(is_search)]).repeat(n),
-            "hour": spec["hour"].encode([hour]).repeat(n),
-            "position": np.zeros(n, dtype=np.int64),  # served as missing: no position bias
         }
+        categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, name in enumerate(self.categorical):
+            categorical[:, j] = per_request[name][0] if name in per_request else per_item[name]
         dense: dict[str, npt.NDArray[np.float32]] = {
             "history_length": np.full(n, len(u.history_query_vec) / HISTORY_LENGTH, np.float32),
             "query_length": np.full(n, len(tokenize(query)) / 4.0, np.float32),
         }
-        lexical = relevance_features(query, q.category, titles, texts, category)  # (N, 5)
-        has_item = c.item_known | np.array([bool(t) for t in titles])
-        lexical[~has_item] = 0.0
+        # (N, 5) from the index's term hashes; an item without any (unknown, nothing supplied)
+        # gets zeros. Supplied titles and texts are hashed here, for every candidate at once.
+        terms = ItemTerms.of_texts(titles, texts) if filled else c.terms
+        lexical = relevance_features_of_terms(query, q.category, terms, titles, category)
         for k, name in enumerate(self.relevance):
             dense[name] = lexical[:, k]
 
@@ -123,7 +136,7 @@ class Assembler:
         mask[0, :length] = True
         pair_known = c.pair_known | (not is_search)  # recommendation: zeros are the truth
         inputs: Arrays = {
-            "categorical": np.stack([columns[name] for name in self.categorical], axis=1),
+            "categorical": categorical,
             "dense": np.stack([dense[name] for name in self.dense], axis=1),
             "item_vec": c.item_vec,
             "pair_vec": c.pair_vec,

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "index": Subcommand("service.index.cli", "load a snapshot into Redis, show index versions"),
     "serve": Subcommand("service.serve", "run the ranking service (RANKER_* settings)"),
     "demo": Subcommand("service.serve", "serve the demo artifacts and send an example request"),
+    "bench": Subcommand("export.cli", "latency, throughput and memory against measured floors"),
 }
 
 

@@ -211,16 +211,14 @@ def stable_bucket(field_name: str, value: object, buckets: int) -> int:
 def stable_buckets(
     field_name: str, values: Iterable[object], buckets: int
 ) -> npt.NDArray[np.int64]:
-    """`stable_bucket` over many values; each distinct value is hashed once."""
-    memo: dict[object, int] = {}
-    out: list[int] = []
-    for v in values:
-        key = v.item() if isinstance(v, np.generic) else v
-        bucket = memo.get(key)
-        if bucket is None:
-            bucket = memo[key] = stable_bucket(field_name, key, buckets)
-        out.append(bucket)
-    return np.asarray(out, dtype=np.int64)
+    """`stable_bucket` over many values (numpy scalars count as their Python values)."""
+    return np.fromiter(
+        (
+            stable_bucket(field_name, v.item() if isinstance(v, np.generic) else v, buckets)
+            for v in values
+        ),
+        dtype=np.int64,
+    )
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -258,19 +256,6 @@ def _term_set(text: str) -> frozenset[str]:
 
 # --- derived relevance features ---------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _ItemTerms:
-    title: frozenset[str]
-    text: frozenset[str]
-    padded_title: str  # " normalized title ", for the whole-words phrase test
-
-
-@functools.lru_cache(maxsize=200_000)
-def _item_terms(title: str, text: str) -> _ItemTerms:
-    return _ItemTerms(_term_set(title), _term_set(text), f" {normalize_text(title)} ")
-
-
 RELEVANCE_FEATURES: tuple[str, ...] = (
     "category_match",
     "title_term_coverage",
@@ -279,6 +264,71 @@ RELEVANCE_FEATURES: tuple[str, ...] = (
     "exact_phrase_in_title",
 )
 """Names of the columns `relevance_features` returns, in order."""
+
+_U64 = np.uint64
+
+
+def term_hashes(text: str) -> npt.NDArray[np.uint64]:
+    """The sorted, distinct 64-bit hashes of a text's terms (the index stores these).
+
+    >>> term_hashes("Wool socks, WOOL!").shape
+    (2,)
+    """
+    return _term_hashes(text)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _term_hashes(text: str) -> npt.NDArray[np.uint64]:
+    hashes = np.fromiter((stable_hash("term", t) for t in _term_set(text)), dtype=_U64)
+    hashes.sort()
+    hashes.flags.writeable = False  # shared by the cache
+    return hashes
+
+
+def item_term_hashes(
+    title: str, text: str
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """An item's title term hashes and the hashes of its text terms the title lacks."""
+    in_title = _term_hashes(title)
+    in_text = _term_hashes(text)
+    return in_title, np.setdiff1d(in_text, in_title, assume_unique=True)
+
+
+@dataclass(frozen=True)
+class ItemTerms:
+    """The term hashes of N items in CSR form: what the lexical relevance features read.
+
+    title / text: concatenated hashes (text: terms not in the title); *_offsets: (N + 1,).
+    """
+
+    title: npt.NDArray[np.uint64]
+    title_offsets: npt.NDArray[np.int64]
+    text: npt.NDArray[np.uint64]
+    text_offsets: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.title_offsets) - 1
+
+    @classmethod
+    def from_lists(
+        cls,
+        titles: Sequence[npt.NDArray[np.uint64]],
+        texts: Sequence[npt.NDArray[np.uint64]],
+    ) -> ItemTerms:
+        def csr(parts: Sequence[npt.NDArray[np.uint64]]) -> tuple[Any, Any]:
+            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(part) for part in parts], out=offsets[1:])
+            flat = np.concatenate(parts) if len(parts) else np.zeros(0, dtype=_U64)
+            return flat.astype(_U64, copy=False), offsets
+
+        title, title_offsets = csr(titles)
+        text, text_offsets = csr(texts)
+        return cls(title, title_offsets, text, text_offsets)
+
+    @classmethod
+    def of_texts(cls, titles: Sequence[str], texts: Sequence[str]) -> ItemTerms:
+        pairs = [item_term_hashes(title, text) for title, text in zip(titles, texts, strict=True)]
+        return cls.from_lists([p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def relevance_features(
@@ -302,32 +352,43 @@ def relevance_features(
     ...                    ["", "a red hat"], [3, 5]).astype(float).round(2).tolist()
     [[1.0, 1.0, 1.0, 0.67, 0.0], [0.0, 0.0, 0.5, 0.0, 0.0]]
     """
-    n = len(titles)
-    if len(texts) != n or len(item_categories) != n:
+    if len(texts) != len(titles) or len(item_categories) != len(titles):
         raise ValueError("titles, texts and item_categories must have the same length")
+    return relevance_features_of_terms(
+        query, query_category, ItemTerms.of_texts(titles, texts), titles, item_categories
+    )
+
+
+def relevance_features_of_terms(
+    query: str,
+    query_category: int,
+    terms: ItemTerms,
+    titles: Sequence[str],
+    item_categories: Sequence[int] | npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.float32]:
+    """`relevance_features` over items given as term hashes (what the index holds), vectorized.
+
+    ``titles`` is read only for the items whose title holds every query term (the phrase test).
+    """
+    n = len(terms)
     out = np.zeros((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
-    query_terms = _term_set(query)
-    if not query_terms or n == 0:
+    query_terms = _term_hashes(query)
+    k = len(query_terms)
+    if k == 0 or n == 0:
         return out
-    categories = np.asarray(item_categories, dtype=np.int64)
     if query_category >= 0:
-        out[:, 0] = categories == query_category
+        out[:, 0] = np.asarray(item_categories, dtype=np.int64) == query_category
+    title_counts = np.diff(terms.title_offsets)
+    owner = np.repeat(np.arange(n), title_counts)
+    hits = np.bincount(owner, weights=np.isin(terms.title, query_terms), minlength=n)
+    owner = np.repeat(np.arange(n), np.diff(terms.text_offsets))
+    in_text = np.bincount(owner, weights=np.isin(terms.text, query_terms), minlength=n)
+    out[:, 1] = hits / k
+    out[:, 2] = (hits + in_text) / k
+    out[:, 3] = hits / (k + title_counts - hits)  # |Q & T| / |Q | T|
     phrase = f" {normalize_text(query)} "
-    n_query = len(query_terms)
-    rows: list[tuple[float, float, float, bool]] = []
-    for title, text in zip(titles, texts, strict=True):  # the request path: kept lean
-        item = _item_terms(title, text)
-        hit = len(query_terms & item.title)
-        in_text = len((query_terms - item.title) & item.text) if hit < n_query else 0
-        rows.append(
-            (
-                hit / n_query,
-                (hit + in_text) / n_query,
-                hit / (n_query + len(item.title) - hit),  # |Q & T| / |Q | T|
-                phrase in item.padded_title,
-            )
-        )
-    out[:, 1:] = rows
+    for i in np.flatnonzero(hits == k).tolist():  # every term present: is it the phrase?
+        out[i, 4] = phrase in f" {normalize_text(titles[i])} "
     return out
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
+# prometheus_client switches to multiprocess mode when the variable merely exists; an empty
+# value would put its files in the working directory. Empty means unset.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import (  # after the environment is settled
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,

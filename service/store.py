@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import hiredis
@@ -32,7 +32,7 @@ import numpy.typing as npt
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 
-from service.contract import normalize_text
+from service.contract import ItemTerms, normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.records import decode_items, decode_pairs, decode_query, decode_user
@@ -79,9 +79,11 @@ class CandidateFeatures:
     texts: list[str]
     pair_known: BoolArray  # (N,) True where the index holds the (query, item) pair vector
     pair_vec: FloatArray  # (N, D), zeros where unknown
+    terms: ItemTerms  # term hashes of titles and texts (none for unknown items)
 
     @classmethod
     def unknown(cls, n: int, dim: int) -> CandidateFeatures:
+        empty = np.zeros(0, dtype=np.uint64)
         return cls(
             item_known=np.zeros(n, dtype=bool),
             category=np.full(n, -1, dtype=np.int32),
@@ -92,6 +94,7 @@ class CandidateFeatures:
             texts=[""] * n,
             pair_known=np.zeros(n, dtype=bool),
             pair_vec=np.zeros((n, dim), dtype=np.float32),
+            terms=ItemTerms.from_lists([empty] * n, [empty] * n),
         )
 
 
@@ -216,6 +219,7 @@ class EmbeddedStore:
         pair_rows = s.pair_rows(match.row, rows)
         c.pair_known[:] = pair_rows >= 0
         c.pair_vec[c.pair_known] = s.pair_vec[pair_rows[c.pair_known]]
+        c = replace(c, terms=s.item_terms(rows))
         return RequestFeatures(self.version, q, user, c, _misses(match, user, c))
 
 
@@ -268,6 +272,8 @@ class RedisStore:
         options: dict[str, Any] = {
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
+            # A 200-candidate reply is ~100 KB: read it in one go, not in 64 KB slices.
+            "socket_read_size": 1 << 20,
         }
         client: RedisClient = (
             RedisCluster.from_url(url, **options)
@@ -406,6 +412,11 @@ class RedisStore:
             c.item_vec[found] = items.vec
             for i, title, text in zip(found, items.titles, items.texts, strict=True):
                 c.titles[i], c.texts[i] = title, text
+            empty = np.zeros(0, dtype=np.uint64)
+            title_terms, text_terms = [empty] * n, [empty] * n
+            for j, i in enumerate(found):
+                title_terms[i], text_terms[i] = items.title_terms[j], items.text_terms[j]
+            c = replace(c, terms=ItemTerms.from_lists(title_terms, text_terms))
         if match.row >= 0:
             pair_values = values[4 + n :]
             paired = [i for i, raw in enumerate(pair_values) if raw is not None]

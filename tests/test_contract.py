@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.contract import (
     RELEVANCE_FEATURES,
@@ -106,3 +108,42 @@ def test_relevance_features_for_unknown_category_and_empty_query() -> None:
     assert out[:, 0].tolist() == [0.0, 0.0]  # unknown query category never matches
     assert out[0, 4] == 1.0 and out[1, 2] == 0.5
     assert not relevance_features("", 2, ["Wool socks"], [""], [2]).any()
+
+
+def _reference_relevance(query: str, category: int, title: str, text: str, item_category: int):
+    """The features as the contract defines them, with plain Python sets."""
+    from service.contract import normalize_text, tokenize
+
+    q, t, x = set(tokenize(query)), set(tokenize(title)), set(tokenize(text))
+    if not q:
+        return [0.0] * 5
+    hit = len(q & t)
+    return [
+        float(category >= 0 and category == item_category),
+        hit / len(q),
+        (hit + len((q - t) & x)) / len(q),
+        hit / len(q | t),
+        float(f" {normalize_text(query)} " in f" {normalize_text(title)} "),
+    ]
+
+
+_words = st.sampled_from(["red", "Red", "shoes", "shoe", "oak", "desk", "wool", "ÉTÉ", "x-1", "a"])
+_texts = st.lists(_words, max_size=6).map(" ".join)
+
+
+@given(
+    query=_texts,
+    category=st.integers(-1, 3),
+    items=st.lists(st.tuples(_texts, _texts, st.integers(-1, 3)), max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_vectorized_relevance_features_match_their_definition(
+    query: str, category: int, items: list[tuple[str, str, int]]
+) -> None:
+    from service.contract import relevance_features
+
+    got = relevance_features(
+        query, category, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
+    )
+    want = np.array([_reference_relevance(query, category, *i) for i in items], dtype=np.float32)
+    np.testing.assert_allclose(got, want.reshape(len(items), 5), atol=1e-6)

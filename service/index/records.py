@@ -1,6 +1,7 @@
 """The Redis value of each record kind: little-endian binary, fp16 vectors packed raw.
 
-    item   <iiiII  category, brand, price_bucket, len(title), len(text) | vec D x f16 | title | text
+    item   <iiiIIHH  category, brand, price_bucket, len(title), len(text), title terms, text
+           terms | vec D x f16 | title | text | title term hashes u64 | text-only term hashes u64
     query  <i      category | vec D x f16
     user   <iiiI   age, gender, city_tier, n | n x D f16 history query vecs | n x D f16 pair vecs
     pair   vec D x f16
@@ -17,10 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-_ITEM = struct.Struct("<iiiII")
+_ITEM = struct.Struct("<iiiIIHH")
 _QUERY = struct.Struct("<i")
 _USER = struct.Struct("<iiiI")
 _F16 = np.dtype("<f2")
+_U64 = np.dtype("<u8")
 Vector = npt.NDArray[Any]
 
 
@@ -44,10 +46,21 @@ def _vec_bytes(vec: Vector) -> bytes:
 
 
 def encode_item(
-    category: int, brand: int, price_bucket: int, vec: Vector, title: str, text: str
+    category: int,
+    brand: int,
+    price_bucket: int,
+    vec: Vector,
+    title: str,
+    text: str,
+    title_terms: npt.NDArray[np.uint64],
+    text_terms: npt.NDArray[np.uint64],
 ) -> bytes:
     t, x = title.encode("utf-8"), text.encode("utf-8")
-    return _ITEM.pack(category, brand, price_bucket, len(t), len(x)) + _vec_bytes(vec) + t + x
+    head = _ITEM.pack(
+        category, brand, price_bucket, len(t), len(x), len(title_terms), len(text_terms)
+    )
+    terms = np.concatenate([title_terms, text_terms]).astype("<u8").tobytes()
+    return head + _vec_bytes(vec) + t + x + terms
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ class ItemBatch:
     vec: Vector  # (k, D) float16
     titles: list[str]
     texts: list[str]
+    title_terms: list[npt.NDArray[np.uint64]]
+    text_terms: list[npt.NDArray[np.uint64]]
 
 
 def _item_dtype(dim: int) -> np.dtype[Any]:
@@ -70,6 +85,8 @@ def _item_dtype(dim: int) -> np.dtype[Any]:
             ("price_bucket", "<i4"),
             ("n_title", "<u4"),
             ("n_text", "<u4"),
+            ("n_title_terms", "<u2"),
+            ("n_text_terms", "<u2"),
             ("vec", "<f2", (dim,)),
         ]
     )
@@ -80,14 +97,31 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
     dtype = _item_dtype(dim)
     fixed = dtype.itemsize
     heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
-    titles, texts = [], []
-    for raw, n_title, n_text in zip(
-        raws, heads["n_title"].tolist(), heads["n_text"].tolist(), strict=True
-    ):
+    titles, texts, title_terms, text_terms = [], [], [], []
+    columns = zip(
+        raws,
+        heads["n_title"].tolist(),
+        heads["n_text"].tolist(),
+        heads["n_title_terms"].tolist(),
+        heads["n_text_terms"].tolist(),
+        strict=True,
+    )
+    for raw, n_title, n_text, n_title_terms, n_text_terms in columns:
+        at = fixed + n_title + n_text
         titles.append(raw[fixed : fixed + n_title].decode("utf-8"))
-        texts.append(raw[fixed + n_title : fixed + n_title + n_text].decode("utf-8"))
+        texts.append(raw[fixed + n_title : at].decode("utf-8"))
+        terms = np.frombuffer(raw, dtype=_U64, count=n_title_terms + n_text_terms, offset=at)
+        title_terms.append(terms[:n_title_terms])
+        text_terms.append(terms[n_title_terms:])
     return ItemBatch(
-        heads["category"], heads["brand"], heads["price_bucket"], heads["vec"], titles, texts
+        heads["category"],
+        heads["brand"],
+        heads["price_bucket"],
+        heads["vec"],
+        titles,
+        texts,
+        title_terms,
+        text_terms,
     )
 
 

@@ -11,6 +11,8 @@ memory-mapped; strings as one UTF-8 blob plus offsets):
     items/    key.*            raw item ids as requests send them
               title.*, text.*  for the lexical relevance features of unseen pairs
               category.npy, brand.npy, price_bucket.npy   int32, -1 unknown
+              title_terms.npy, text_terms.npy (+ _offsets)   CSR of uint64 term hashes:
+                               the title's, and the text's the title lacks (contract.ItemTerms)
               vec.npy          (I, D) float16
     users/    key.*            raw user ids
               age.npy, gender.npy, city_tier.npy          int32, -1 unknown
@@ -37,9 +39,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import stable_hash
+from service.contract import ItemTerms, stable_hash
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: items carry their term hashes
 META_FILE = "meta.json"
 VECTOR_DTYPE = np.float16
 LookupKind = Literal["query", "item", "user"]
@@ -163,6 +165,10 @@ class Snapshot:
         self.item_brand = array("items/brand.npy")
         self.item_price_bucket = array("items/price_bucket.npy")
         self.item_vec = array("items/vec.npy")
+        self.item_title_terms = array("items/title_terms.npy")
+        self.item_title_terms_offsets = array("items/title_terms_offsets.npy")
+        self.item_text_terms = array("items/text_terms.npy")
+        self.item_text_terms_offsets = array("items/text_terms_offsets.npy")
         self.user_key = StringColumn(folder / "users", "key", mmap)
         self.user_age = array("users/age.npy")
         self.user_gender = array("users/gender.npy")
@@ -213,6 +219,19 @@ class Snapshot:
         wanted = pair_key(query_row, item_rows, len(self.item_key))
         at = np.clip(np.searchsorted(self._pair_keys, wanted), 0, len(self._pair_keys) - 1)
         return np.where((self._pair_keys[at] == wanted) & (item_rows >= 0), at, -1)
+
+    def item_terms(self, rows: Int64Array) -> ItemTerms:
+        """The term hashes of these item rows (none for -1), as the relevance features read them."""
+        empty = np.zeros(0, dtype=np.uint64)
+
+        def part(flat: npt.NDArray[Any], offsets: npt.NDArray[Any], row: int) -> Any:
+            return flat[offsets[row] : offsets[row + 1]] if row >= 0 else empty
+
+        rows_list = rows.tolist()
+        return ItemTerms.from_lists(
+            [part(self.item_title_terms, self.item_title_terms_offsets, r) for r in rows_list],
+            [part(self.item_text_terms, self.item_text_terms_offsets, r) for r in rows_list],
+        )
 
     def user_history(self, row: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """(query vectors, pair vectors) of a user's history, oldest first, each (n, D)."""

@@ -1,0 +1,866 @@
+"""`ranker bench`: the service's speed against floors measured in the same run.
+
+Everything is measured here, now, on this machine, and reported next to what bounds it:
+
+1. Latency by candidate count (50, 200, 500, 1000) for both models at concurrency 1: client-side
+   and server-side p50 and p99 of `POST /rank` on a live `ranker serve` over Redis, next to the
+   floors: the ONNX run alone (the same runner, in this process), the Redis fetch alone (one
+   MGET of the same keys) and an echo endpoint on the same stack (HTTP + parsing). The ratio is
+   the service's server-side p50 over the sum of the floors' p50s.
+2. Throughput: open-loop Poisson arrivals at increasing rates with 100-700 candidates per
+   request; latency counts from the scheduled send time (no coordinated omission); the highest
+   rate whose p99 stays under the objective.
+3. The naive path (export/naive.py): the torch model in the request path, one GET per key.
+4. ELEC's Table 5 analog: the gain network with the language model online against the vanilla
+   network as served, for the same candidates.
+5. Memory: the serving process's resident memory with both models, whether torch is mapped into
+   it, and Redis bytes per item, user and pair record.
+
+Medians and p99s over many repeats; no result is compared with a number from another run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import redis
+
+from service.assemble import Assembler
+from service.index.keys import KeySchema
+from service.index.lexical import QueryMatcher, deserialize_index
+from service.index.loader import load_snapshot, record_count
+from service.index.snapshot import Snapshot
+from service.inference import OnnxRunner, RunnerSettings
+from service.package import ModelPackage
+from service.store import RedisStore
+
+log = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+Stats = dict[str, float]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class BenchConfig:
+    packages: dict[str, Path]  # model name -> package folder
+    snapshot: Path
+    out: Path
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prectr_run: Path | None = None
+    elec_run: Path | None = None
+    world: Path | None = None
+    counts: tuple[int, ...] = (50, 200, 500, 1000)
+    repeats: int = 200
+    rates: tuple[float, ...] = (10, 20, 40, 60, 80, 120)
+    rate_seconds: float = 8.0
+    objective_ms: float = 50.0
+    naive_repeats: int = 30
+    seed: int = 0
+
+
+@dataclass
+class BenchResult:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    naive: list[dict[str, Any]] = field(default_factory=list)
+    table5: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    index_load: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def stats(samples_s: Sequence[float]) -> Stats:
+    """p50, p99, mean in milliseconds and the sample count."""
+    ms = np.asarray(samples_s, dtype=np.float64) * 1000
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 3),
+        "p99": round(float(np.percentile(ms, 99)), 3),
+        "mean": round(float(ms.mean()), 3),
+        "n": len(ms),
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def timed_over(
+    fn: Callable[[Any], Any], cases: Sequence[Any], repeats: int, warmup: int = 5
+) -> list[float]:
+    """`timed` cycling through ``cases`` (the same request mix the service saw)."""
+    position = iter(range(repeats + warmup))
+    return timed(lambda: fn(cases[next(position) % len(cases)]), repeats, warmup)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gib = 0.0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total_kib = int(meminfo.read_text().split()[1])
+        memory_gib = round(total_kib / 2**20, 1)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers_available": ort.get_available_providers(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def request_pool(snapshot: Snapshot, count: int, size: int, seed: int) -> list[Body]:
+    """``size`` distinct requests of ``count`` candidates: a known query's labelled items first,
+    then other catalogue items (their pairs unseen: the approximator's case), varied users."""
+    rng = np.random.default_rng(seed + count)
+    pair_query = np.asarray(snapshot.pair_query)
+    pair_item = np.asarray(snapshot.pair_item)
+    n_items, n_users = len(snapshot.item_key), len(snapshot.user_key)
+    bodies = []
+    for _ in range(size):
+        query_row = int(pair_query[rng.integers(len(pair_query))])
+        labelled = pair_item[pair_query == query_row]
+        others = rng.choice(n_items, size=min(count + len(labelled), n_items), replace=False)
+        rows = list(dict.fromkeys([*labelled.tolist(), *others.tolist()]))[:count]
+        bodies.append(
+            {
+                "user_id": snapshot.user_key[int(rng.integers(n_users))],
+                "query": snapshot.query_text[query_row],
+                "candidates": [{"item_id": snapshot.item_key[int(r)]} for r in rows],
+                "context": {"hour": int(rng.integers(24))},
+            }
+        )
+    return bodies
+
+
+# --- the service process --------------------------------------------------------------------
+
+
+class ServiceProcess:
+    """`ranker serve` as a child process over the Redis index (what production runs)."""
+
+    def __init__(self, env: dict[str, str], workers: int, port: int) -> None:
+        self.port, self.base = port, f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+        command += ["--workers", str(workers), "--log-level", "warning"]
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the service exited during startup")
+            try:
+                if httpx.get(f"{self.base}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the service did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(p) for p in children.read_text().split()] if children.is_file() else []
+        return pids or [self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def torch_mapped(pid: int) -> bool:
+    """Whether any torch library is mapped into the process (imported, even indirectly)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libtorch" in maps or "/torch/" in maps
+
+
+@contextmanager
+def serving(
+    config: BenchConfig, namespace: str, workers: int, port: int
+) -> Iterator[ServiceProcess]:
+    env = {
+        "RANKER_MODELS": ",".join(str(p) for p in config.packages.values()),
+        "RANKER_DEFAULT_MODEL": next(iter(config.packages)),
+        "RANKER_STORE": "redis",
+        "RANKER_REDIS_URL": config.redis_url,
+        "RANKER_NAMESPACE": namespace,
+        "RANKER_DEVICE": "auto",
+        "RANKER_ENABLE_ECHO": "true",
+        "RANKER_MAX_CANDIDATES": "2000",
+        "RANKER_STORE_TIMEOUT_MS": "2000",
+        "RANKER_DEADLINE_MS": "5000",
+    }
+    # Multiprocess metrics, as the image runs them (a fresh folder: stale files would add up).
+    metrics_dir = config.out / f"metrics-{uuid.uuid4().hex[:8]}"
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    service = ServiceProcess(env, workers, port)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def measure_http(
+    client: httpx.Client, path: str, bodies: list[Body], repeats: int
+) -> tuple[Stats, Stats, dict[str, float]]:
+    """Client-side and server-side (the response's own timing) latency, and stage p50s."""
+    client_s: list[float] = []
+    server_s: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for i in range(repeats + 10):
+        body = bodies[i % len(bodies)]
+        started = time.perf_counter()
+        response = client.post(path, json=body)
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        timing = response.json()["timing_ms"]
+        if i < 10:
+            continue  # warm the connection and the caches of this request shape
+        client_s.append(elapsed)
+        server_s.append(timing.get("total", timing.get("parse", 0.0)) / 1000)
+        for stage, ms in timing.items():
+            stages.setdefault(stage, []).append(ms)
+    return (
+        stats(client_s),
+        stats(server_s),
+        {k: round(float(np.median(v)), 3) for k, v in stages.items()},
+    )
+
+
+def model_inputs(
+    bodies: list[Body], redis_url: str, namespace: str, assembler: Assembler
+) -> list[dict[str, npt.NDArray[Any]]]:
+    """The arrays the service would feed the graph for each body (fetched and assembled once)."""
+
+    async def fetch_all() -> list[Any]:
+        store = RedisStore.from_url(redis_url, namespace=namespace)
+        try:
+            return [
+                await store.fetch(b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]])
+                for b in bodies
+            ]
+        finally:
+            await store.close()
+
+    features = asyncio.run(fetch_all())
+    return [
+        assembler.assemble(
+            b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]], f, 12
+        ).inputs
+        for b, f in zip(bodies, features, strict=True)
+    ]
+
+
+def measure_store_fetch(bodies: list[Body], redis_url: str, namespace: str, repeats: int) -> Stats:
+    """The service's own fetch (one MGET + decoding) alone, in this process."""
+
+    async def run() -> list[float]:
+        store = RedisStore.from_url(redis_url, namespace=namespace)
+        out: list[float] = []
+        try:
+            for i in range(repeats + 5):
+                b = bodies[i % len(bodies)]
+                started = time.perf_counter()
+                await store.fetch(b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]])
+                if i >= 5:
+                    out.append(time.perf_counter() - started)
+        finally:
+            await store.close()
+        return out
+
+    return stats(asyncio.run(run()))
+
+
+def fetch_keys(body: Body, keys: KeySchema, version: str, matcher: QueryMatcher) -> list[str]:
+    """The keys the Redis store reads for a body (the same list, in one MGET)."""
+    items = [c["item_id"] for c in body["candidates"]]
+    wanted = [keys.live, keys.meta(version), keys.user(version, body["user_id"])]
+    wanted += [keys.item(version, i) for i in items]
+    match = matcher.match(body["query"])
+    if match.row >= 0:
+        wanted.append(keys.query(version, match.matched_text))
+        wanted += [keys.pair(version, match.matched_text, i) for i in items]
+    return wanted
+
+
+def open_loop(
+    base: str, bodies: list[Body], rate: float, seconds: float, seed: int
+) -> dict[str, Any]:
+    """Poisson arrivals at ``rate`` per second for ``seconds``; latency from the scheduled time."""
+    rng = np.random.default_rng(seed)
+    n = max(int(rate * seconds), 1)
+    starts = np.cumsum(rng.exponential(1.0 / rate, n))
+
+    async def run() -> tuple[list[float], int]:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time() + 0.2
+
+            async def one(i: int) -> None:
+                nonlocal errors
+                scheduled = t0 + float(starts[i])
+                await asyncio.sleep(max(0.0, scheduled - loop.time()))
+                try:
+                    response = await client.post("/rank", json=bodies[i % len(bodies)])
+                    if response.status_code != 200:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(loop.time() - scheduled)
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+        return latencies, errors
+
+    latencies, errors = asyncio.run(run())
+    return {"rate": rate, "sent": n, "errors": errors, **stats(latencies)}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> BenchResult:
+    started = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    result = BenchResult(machine(), _jsonable(config.__dict__))
+    snapshot = Snapshot(config.snapshot)
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    keys = KeySchema(namespace)
+    client = redis.Redis.from_url(config.redis_url)
+    try:
+        loaded = load_snapshot(snapshot, client, keys, grace_s=0)
+        result.index_load = {
+            "keys": loaded.keys,
+            "seconds": round(loaded.seconds, 3),
+            "keys_per_second": round(loaded.keys_per_second),
+        }
+        progress(f"index loaded: {loaded.keys:,} keys at {loaded.keys_per_second:,.0f} keys/s")
+        pools = {n: request_pool(snapshot, n, 24, config.seed) for n in config.counts}
+        with serving(config, namespace, workers=1, port=_free_port()) as service:
+            _latency(
+                config, result, service, pools, snapshot, keys, loaded.version, client, progress
+            )
+            _memory(result, service, snapshot, keys, loaded.version, client)
+        _naive(config, result, pools, snapshot, keys, loaded.version, client, progress)
+        _table5(config, result, progress)
+        with serving(config, namespace, workers=2, port=_free_port()) as service:
+            _throughput(config, result, service, snapshot, progress)
+    finally:
+        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            client.delete(key)
+        client.delete(keys.live, keys.sequence, keys.versions)
+        client.close()
+    result.seconds = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _latency(
+    config: BenchConfig,
+    result: BenchResult,
+    service: ServiceProcess,
+    pools: dict[int, list[Body]],
+    snapshot: Snapshot,
+    keys: KeySchema,
+    version: str,
+    client: redis.Redis,
+    progress: Callable[[str], None],
+) -> None:
+    matcher = QueryMatcher(
+        snapshot.query_text.to_list(),
+        deserialize_index(snapshot.lexical_index_path.read_bytes()),
+        float(snapshot.meta.lexical["threshold"]),
+        int(snapshot.meta.lexical["dim"]),
+    )
+    with httpx.Client(base_url=service.base, timeout=30) as http:
+        for name, folder in config.packages.items():
+            package = ModelPackage(folder)
+            runner = OnnxRunner(package.graph_path("fp32"), RunnerSettings(device="cpu"))
+            runner.warm(rounds=1)
+            assembler = Assembler(package.spec)
+            for count in config.counts:
+                bodies = [{**b, "model": name} for b in pools[count]]
+                repeats = config.repeats if count <= 200 else max(config.repeats // 2, 20)
+                client_stats, server_stats, stages = measure_http(http, "/rank", bodies, repeats)
+                _, echo_server, _ = measure_http(http, "/v1/echo", bodies, repeats)
+                echo_client, _, _ = measure_http(http, "/v1/echo", bodies, repeats)
+                inputs = model_inputs(bodies, config.redis_url, keys.namespace, assembler)
+                feeds = [{k: x[k] for k in runner.input_names} for x in inputs]
+                onnx = stats(timed_over(runner.run, feeds, repeats))
+                key_lists = [fetch_keys(b, keys, version, matcher) for b in bodies]
+                fetch = stats(timed_over(client.mget, key_lists, repeats))
+                store_fetch = measure_store_fetch(bodies, config.redis_url, keys.namespace, repeats)
+                floor_server = onnx["p50"] + fetch["p50"] + echo_server["p50"]
+                floor_client = onnx["p50"] + fetch["p50"] + echo_client["p50"]
+                stage_floor = onnx["p50"] + store_fetch["p50"] + echo_server["p50"]
+                row = {
+                    "model": name,
+                    "candidates": count,
+                    "server": server_stats,
+                    "client": client_stats,
+                    "stages_p50": stages,
+                    "floors": {
+                        "onnx": onnx,
+                        "redis_mget": fetch,
+                        "store_fetch": store_fetch,
+                        "echo_server": echo_server,
+                        "echo_client": echo_client,
+                    },
+                    "floor_sum_server_p50": round(floor_server, 3),
+                    "floor_sum_client_p50": round(floor_client, 3),
+                    "ratio_server_p50": round(server_stats["p50"] / floor_server, 2),
+                    "ratio_client_p50": round(client_stats["p50"] / floor_client, 2),
+                    "stage_floor_sum_p50": round(stage_floor, 3),
+                    "ratio_server_p50_stage_floors": round(server_stats["p50"] / stage_floor, 2),
+                    "p99_over_p50_server": round(server_stats["p99"] / server_stats["p50"], 2),
+                }
+                result.latency.append(row)
+                progress(
+                    f"{name:>8} {count:>5} candidates: server p50 {server_stats['p50']:.2f} ms "
+                    f"p99 {server_stats['p99']:.2f}, floors {floor_server:.2f} ms "
+                    f"(x{row['ratio_server_p50']}); client p50 {client_stats['p50']:.2f} ms"
+                )
+
+
+def _memory(
+    result: BenchResult,
+    service: ServiceProcess,
+    snapshot: Snapshot,
+    keys: KeySchema,
+    version: str,
+    client: redis.Redis,
+) -> None:
+    pid = service.worker_pids()[0]
+    rng = np.random.default_rng(0)
+
+    def usage(make_key: Callable[[int], str], n: int) -> float:
+        rows = rng.choice(n, size=min(200, n), replace=False)
+        used = [client.memory_usage(make_key(int(r))) or 0 for r in rows]
+        return round(float(np.mean(used)), 1)
+
+    pairs_query, pairs_item = np.asarray(snapshot.pair_query), np.asarray(snapshot.pair_item)
+    result.memory = {
+        "service_rss_mib": resident_mib(pid),
+        "torch_loaded": torch_mapped(pid),
+        "models_loaded": list(result.config["packages"]),
+        "redis_bytes_per_item": usage(
+            lambda r: keys.item(version, snapshot.item_key[r]), len(snapshot.item_key)
+        ),
+        "redis_bytes_per_user": usage(
+            lambda r: keys.user(version, snapshot.user_key[r]), len(snapshot.user_key)
+        ),
+        "redis_bytes_per_pair": usage(
+            lambda r: keys.pair(
+                version,
+                snapshot.query_text[int(pairs_query[r])],
+                snapshot.item_key[int(pairs_item[r])],
+            ),
+            len(pairs_query),
+        ),
+        "index_records": record_count(snapshot),
+    }
+
+
+def _naive(
+    config: BenchConfig,
+    result: BenchResult,
+    pools: dict[int, list[Body]],
+    snapshot: Snapshot,
+    keys: KeySchema,
+    version: str,
+    client: redis.Redis,
+    progress: Callable[[str], None],
+) -> None:
+    if config.prectr_run is None:
+        result.naive = [{"skipped": "no --prectr-run given"}]
+        return
+    import torch
+
+    from export.naive import NaiveRanker
+    from export.onnx import input_specs, served_module
+    from export.package import load_approximator
+    from training.train import load_saved_run
+
+    torch.set_num_threads(1)  # as the service's runner: one intra-op thread
+    run = load_saved_run(config.prectr_run)
+    world = config.world or Path(run.meta["world"]["path"])
+    module = served_module("prectr", run.model, load_approximator(run, world))
+    matcher = QueryMatcher(
+        snapshot.query_text.to_list(),
+        deserialize_index(snapshot.lexical_index_path.read_bytes()),
+        float(snapshot.meta.lexical["threshold"]),
+        int(snapshot.meta.lexical["dim"]),
+    )
+    names = [t.name for t in input_specs("prectr", run.spec)]
+    naive = NaiveRanker(
+        module, names, Assembler(run.spec), client, keys, version, matcher, snapshot.meta.text_dim
+    )
+    for count in config.counts:
+        bodies = pools[count]
+
+        def one(b: Body) -> None:
+            naive.rank(b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]], 12)
+
+        naive_stats = stats(timed_over(one, bodies, config.naive_repeats, warmup=0))  # by design
+        service = next(
+            r for r in result.latency if r["model"] == "prectr" and r["candidates"] == count
+        )
+        row = {
+            "candidates": count,
+            "naive": naive_stats,
+            "service_server": service["server"],
+            "speedup_p50": round(naive_stats["p50"] / service["server"]["p50"], 1),
+        }
+        result.naive.append(row)
+        progress(
+            f"naive {count:>5} candidates: p50 {naive_stats['p50']:.1f} ms, "
+            f"the service {row['speedup_p50']}x faster"
+        )
+
+
+def _table5(config: BenchConfig, result: BenchResult, progress: Callable[[str], None]) -> None:
+    if config.elec_run is None:
+        result.table5 = {"skipped": "no --elec-run given"}
+        return
+    import torch
+
+    from training.data.tables import World
+    from training.encode import MiniLMEncoder
+    from training.features import ImpressionFeatures
+    from training.models import build_config
+    from training.models.elec import MLLM, GainNetwork
+    from training.sample_text import sample_texts
+    from training.tower import train_text_tower
+    from training.train import load_saved_run
+
+    run = load_saved_run(config.elec_run)
+    world_dir = config.world or Path(run.meta["world"]["path"])
+    params = build_config("vanilla", run.spec, run.config.model.params)
+    mllm, gain = MLLM(params), GainNetwork(run.spec, params)
+    mllm.load_state_dict(torch.load(config.elec_run / "mllm.pt", weights_only=True))
+    gain.load_state_dict(torch.load(config.elec_run / "gain.pt", weights_only=True))
+    mllm.eval()
+    gain.eval()
+    world = World.load(world_dir, mmap=True)
+    features = ImpressionFeatures(
+        world, train_text_tower(world, world_dir, run.config.text_tower), run.spec
+    )
+    encoder = MiniLMEncoder(None, threads=1)
+    vanilla = OnnxRunner(
+        ModelPackage(config.packages["vanilla"]).graph_path("fp32"), RunnerSettings(device="cpu")
+    )
+    rows: dict[str, dict[str, float]] = {"gain_with_lm_online": {}, "vanilla_served": {}}
+    rng = np.random.default_rng(config.seed)
+    for n in (1, 100):
+        head = int(rng.integers(0, world.impressions.n_rows - n))
+        impression_rows = np.arange(head, head + n)
+        batch = features.batch(impression_rows)
+        texts = sample_texts(world, impression_rows)
+
+        def gain_path(texts: list[str] = texts, batch: Any = batch) -> None:
+            with torch.no_grad():
+                lm = torch.from_numpy(encoder.encode(texts))
+                gain(batch, mllm(lm)["high_level"])
+
+        feed = {"categorical": batch["categorical"].numpy(), "dense": batch["dense"].numpy()}
+        rows["gain_with_lm_online"][str(n)] = stats(timed(gain_path, 3, warmup=1))["p50"]
+        rows["vanilla_served"][str(n)] = stats(timed_over(vanilla.run, [feed], 100))["p50"]
+    result.table5 = {"ms_p50": rows, "encoder_threads": 1}  # one core, as a serving worker
+    progress(
+        "Table 5: 100 candidates, gain with MiniLM online "
+        f"{rows['gain_with_lm_online']['100']:.0f} "
+        f"ms vs vanilla served {rows['vanilla_served']['100']:.2f} ms"
+    )
+
+
+def _throughput(
+    config: BenchConfig,
+    result: BenchResult,
+    service: ServiceProcess,
+    snapshot: Snapshot,
+    progress: Callable[[str], None],
+) -> None:
+    rng = np.random.default_rng(config.seed)
+    counts = rng.integers(100, 701, size=48)
+    bodies = [request_pool(snapshot, int(c), 1, config.seed + i)[0] for i, c in enumerate(counts)]
+    for body in bodies:
+        body["model"] = next(iter(config.packages))
+    with httpx.Client(base_url=service.base, timeout=30) as http:
+        for body in bodies[:10]:
+            http.post("/rank", json=body)
+    curve = []
+    for rate in config.rates:
+        point = open_loop(service.base, bodies, rate, config.rate_seconds, config.seed)
+        curve.append(point)
+        progress(f"open loop {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 {point['p99']:.1f} ms")
+        if point["p99"] > 4 * config.objective_ms:
+            break  # far past saturation: higher rates only queue
+    sustained = [p["rate"] for p in curve if p["p99"] <= config.objective_ms and not p["errors"]]
+    result.throughput = {
+        "model": next(iter(config.packages)),
+        "workers": 2,
+        "candidates": "uniform 100-700",
+        "objective_p99_ms": config.objective_ms,
+        "curve": curve,
+        "max_rate_within_objective": max(sustained) if sustained else None,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_report(result: BenchResult, out: Path) -> None:
+    """bench.json, bench.md and bench.png (latency by candidates with floors; throughput)."""
+    (out / "bench.json").write_text(json.dumps(_jsonable(result.__dict__), indent=2) + "\n")
+    (out / "bench.md").write_text(render_markdown(result))
+    _plot(result, out / "bench.png")
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _ms2(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def render_markdown(result: BenchResult) -> str:
+    m = result.machine
+    lines = [
+        "# ranker bench",
+        "",
+        f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python "
+        f"{m['python']}, onnxruntime {m['onnxruntime']}; the service, Redis and this client "
+        f"share the machine. The run took {result.seconds:.0f} s.",
+        "",
+        "## Latency at concurrency 1 (ms)",
+        "",
+        "Server = the response's own total; client = the round trip. Floors, each measured alone "
+        "on the same requests: ONNX = the runner on the same inputs, MGET = one Redis MGET of the "
+        "same keys, fetch = the service's store fetch (MGET + decoding), echo = /v1/echo (HTTP + "
+        "parsing). Ratio = server p50 / (ONNX + MGET + echo); stage ratio = server p50 / (ONNX + "
+        "fetch + echo).",
+        "",
+        _row(
+            [
+                "model",
+                "candidates",
+                "server p50",
+                "server p99",
+                "client p50",
+                "client p99",
+                "ONNX",
+                "MGET",
+                "fetch",
+                "echo (server / client)",
+                "ratio",
+                "stage ratio",
+                "p99 / p50",
+            ]
+        ),
+        _row(["---", *["---:"] * 12]),
+    ]
+    for r in result.latency:
+        f = r["floors"]
+        lines.append(
+            _row(
+                [
+                    r["model"],
+                    r["candidates"],
+                    _ms2(r["server"]["p50"]),
+                    _ms2(r["server"]["p99"]),
+                    _ms2(r["client"]["p50"]),
+                    _ms2(r["client"]["p99"]),
+                    _ms2(f["onnx"]["p50"]),
+                    _ms2(f["redis_mget"]["p50"]),
+                    _ms2(f["store_fetch"]["p50"]),
+                    f"{_ms2(f['echo_server']['p50'])} / {_ms2(f['echo_client']['p50'])}",
+                    r["ratio_server_p50"],
+                    r["ratio_server_p50_stage_floors"],
+                    r["p99_over_p50_server"],
+                ]
+            )
+        )
+    lines += ["", "Stage p50s in the service (ms):", ""]
+    for r in result.latency:
+        stages = ", ".join(f"{k} {v}" for k, v in r["stages_p50"].items())
+        lines.append(f"- {r['model']} {r['candidates']}: {stages}")
+    lines.append("")
+    if result.naive and "skipped" not in result.naive[0]:
+        lines += [
+            "## The naive path",
+            "",
+            "The torch model in the request path, one Redis GET per key, no buckets, no warm-up.",
+            "",
+            _row(["candidates", "naive p50", "naive p99", "service server p50", "service faster"]),
+            _row(["---:"] * 5),
+        ]
+        lines += [
+            _row(
+                [
+                    r["candidates"],
+                    f"{r['naive']['p50']:.1f}",
+                    f"{r['naive']['p99']:.1f}",
+                    _ms2(r["service_server"]["p50"]),
+                    f"{r['speedup_p50']}x",
+                ]
+            )
+            for r in result.naive
+        ]
+        lines.append("")
+    t = result.throughput
+    if t:
+        lines += [
+            f"## Throughput: open-loop Poisson arrivals, {t['candidates']} candidates, "
+            f"{t['model']}, {t['workers']} workers",
+            "",
+            _row(["rate (req/s)", "sent", "errors", "p50 ms", "p99 ms"]),
+            _row(["---:"] * 5),
+        ]
+        lines += [
+            _row([f"{p['rate']:g}", p["sent"], p["errors"], f"{p['p50']:.1f}", f"{p['p99']:.1f}"])
+            for p in t["curve"]
+        ]
+        lines += [
+            "",
+            f"Highest rate with p99 under {t['objective_p99_ms']:g} ms: "
+            f"**{t['max_rate_within_objective']} req/s**.",
+            "",
+        ]
+    if result.table5 and "skipped" not in result.table5:
+        rows = result.table5["ms_p50"]
+        lines += [
+            "## ELEC Table 5 analog (ms per request, p50)",
+            "",
+            _row(["candidates", "gain network, MiniLM online", "vanilla network as served"]),
+            _row(["---:"] * 3),
+        ]
+        lines += [
+            _row([n, f"{rows['gain_with_lm_online'][n]:.1f}", f"{rows['vanilla_served'][n]:.3f}"])
+            for n in rows["gain_with_lm_online"]
+        ]
+        lines.append("")
+    mem = result.memory
+    if mem:
+        models = ", ".join(mem["models_loaded"])
+        lines += [
+            "## Memory",
+            "",
+            f"- serving process (one worker, models {models}, Redis store): "
+            f"**{mem['service_rss_mib']} MiB** resident; torch loaded: {mem['torch_loaded']}",
+            f"- Redis bytes per record (MEMORY USAGE, mean of 200): item "
+            f"{mem['redis_bytes_per_item']}, user {mem['redis_bytes_per_user']}, pair "
+            f"{mem['redis_bytes_per_pair']}",
+            f"- index load: {result.index_load['keys']:,} keys at "
+            f"{result.index_load['keys_per_second']:,} keys/s",
+            "",
+        ]
+    cuda = "CUDAExecutionProvider" in m["providers_available"]
+    lines.append(
+        "GPU: this onnxruntime build offers CUDA; every session reports the providers it really "
+        "got, and on this machine that was the CPU."
+        if cuda
+        else "GPU: none on this machine."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    ax = axes[0]
+    for model in dict.fromkeys(r["model"] for r in result.latency):
+        rows = [r for r in result.latency if r["model"] == model]
+        counts = [r["candidates"] for r in rows]
+        ax.plot(counts, [r["server"]["p50"] for r in rows], "o-", label=f"{model} server p50")
+        ax.plot(counts, [r["server"]["p99"] for r in rows], "o:", label=f"{model} server p99")
+        ax.plot(counts, [r["floor_sum_server_p50"] for r in rows], "s--", label=f"{model} floors")
+    ax.set(xlabel="candidates", ylabel="ms", title="Latency at concurrency 1 vs floors")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    curve = result.throughput.get("curve", [])
+    if curve:
+        rates = [p["rate"] for p in curve]
+        ax.plot(rates, [p["p50"] for p in curve], "o-", label="p50")
+        ax.plot(rates, [p["p99"] for p in curve], "o-", label="p99")
+        ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
+        ax.set_yscale("log")
+    ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="ms", title="Open-loop latency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
