@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+import orjson
 import redis
 
 from service.assemble import Assembler
@@ -252,75 +253,76 @@ def serving(
 # --- measurements ----------------------------------------------------------------------------
 
 
-def measure_http(
-    client: httpx.Client, path: str, bodies: list[Body], repeats: int
-) -> tuple[Stats, Stats, dict[str, float]]:
-    """Client-side and server-side (the response's own timing) latency, and stage p50s."""
-    client_s: list[float] = []
-    server_s: list[float] = []
-    stages: dict[str, list[float]] = {}
+@dataclass
+class Samples:
+    """Seconds per measured thing, filled request by request (see `measure_point`)."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.values.setdefault(name, []).append(seconds)
+
+
+def _timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - started, out
+
+
+def measure_point(
+    http: httpx.Client,
+    bodies: list[Body],
+    repeats: int,
+    runner: OnnxRunner,
+    feeds: list[dict[str, npt.NDArray[Any]]],
+    client: redis.Redis,
+    key_lists: list[list[str]],
+    store_fetch: Callable[[Body], Any],
+) -> Samples:
+    """The service and each floor, interleaved request by request.
+
+    Measuring a floor in a tight loop of its own would flatter it: between two requests the
+    machine idles (the client reads the reply), and waking Redis and the CPU costs the service
+    more than a loop that never sleeps. Interleaved, every floor runs in the same conditions.
+    """
+    samples = Samples()
+    encoded = [orjson.dumps(b) for b in bodies]
+    headers = {"content-type": "application/json"}
     for i in range(repeats + 10):
-        body = bodies[i % len(bodies)]
-        started = time.perf_counter()
-        response = client.post(path, json=body)
-        elapsed = time.perf_counter() - started
+        k = i % len(bodies)
+        elapsed, response = _timed_call(http.post, "/rank", content=encoded[k], headers=headers)
         response.raise_for_status()
         timing = response.json()["timing_ms"]
+        echo_elapsed, echo = _timed_call(http.post, "/v1/echo", content=encoded[k], headers=headers)
+        echo.raise_for_status()
+        mget, _ = _timed_call(client.mget, key_lists[k])
+        fetch, _ = _timed_call(store_fetch, bodies[k])
+        onnx, _ = _timed_call(runner.run, feeds[k])
         if i < 10:
-            continue  # warm the connection and the caches of this request shape
-        client_s.append(elapsed)
-        server_s.append(timing.get("total", timing.get("parse", 0.0)) / 1000)
+            continue  # warm the connection, the caches and this request shape
+        samples.add("client", elapsed)
+        samples.add("server", timing["total"] / 1000)
+        samples.add("echo_client", echo_elapsed)
+        samples.add("echo_server", echo.json()["timing_ms"]["parse"] / 1000)
+        samples.add("redis_mget", mget)
+        samples.add("store_fetch", fetch)
+        samples.add("onnx", onnx)
         for stage, ms in timing.items():
-            stages.setdefault(stage, []).append(ms)
-    return (
-        stats(client_s),
-        stats(server_s),
-        {k: round(float(np.median(v)), 3) for k, v in stages.items()},
-    )
+            samples.stages.setdefault(stage, []).append(ms)
+    return samples
 
 
 def model_inputs(
-    bodies: list[Body], redis_url: str, namespace: str, assembler: Assembler
+    bodies: list[Body], fetch: Callable[[Body], Any], assembler: Assembler
 ) -> list[dict[str, npt.NDArray[Any]]]:
     """The arrays the service would feed the graph for each body (fetched and assembled once)."""
-
-    async def fetch_all() -> list[Any]:
-        store = RedisStore.from_url(redis_url, namespace=namespace)
-        try:
-            return [
-                await store.fetch(b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]])
-                for b in bodies
-            ]
-        finally:
-            await store.close()
-
-    features = asyncio.run(fetch_all())
     return [
         assembler.assemble(
-            b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]], f, 12
+            b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]], fetch(b), 12
         ).inputs
-        for b, f in zip(bodies, features, strict=True)
+        for b in bodies
     ]
-
-
-def measure_store_fetch(bodies: list[Body], redis_url: str, namespace: str, repeats: int) -> Stats:
-    """The service's own fetch (one MGET + decoding) alone, in this process."""
-
-    async def run() -> list[float]:
-        store = RedisStore.from_url(redis_url, namespace=namespace)
-        out: list[float] = []
-        try:
-            for i in range(repeats + 5):
-                b = bodies[i % len(bodies)]
-                started = time.perf_counter()
-                await store.fetch(b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]])
-                if i >= 5:
-                    out.append(time.perf_counter() - started)
-        finally:
-            await store.close()
-        return out
-
-    return stats(asyncio.run(run()))
 
 
 def fetch_keys(body: Body, keys: KeySchema, version: str, matcher: QueryMatcher) -> list[str]:
@@ -433,6 +435,13 @@ def _latency(
         float(snapshot.meta.lexical["threshold"]),
         int(snapshot.meta.lexical["dim"]),
     )
+    loop = asyncio.new_event_loop()  # one loop for the store, as in the service
+    store = RedisStore.from_url(config.redis_url, namespace=keys.namespace)
+
+    def store_fetch(body: Body) -> Any:
+        items = [c["item_id"] for c in body["candidates"]]
+        return loop.run_until_complete(store.fetch(body["user_id"], body["query"], items))
+
     with httpx.Client(base_url=service.base, timeout=30) as http:
         for name, folder in config.packages.items():
             package = ModelPackage(folder)
@@ -442,45 +451,49 @@ def _latency(
             for count in config.counts:
                 bodies = [{**b, "model": name} for b in pools[count]]
                 repeats = config.repeats if count <= 200 else max(config.repeats // 2, 20)
-                client_stats, server_stats, stages = measure_http(http, "/rank", bodies, repeats)
-                _, echo_server, _ = measure_http(http, "/v1/echo", bodies, repeats)
-                echo_client, _, _ = measure_http(http, "/v1/echo", bodies, repeats)
-                inputs = model_inputs(bodies, config.redis_url, keys.namespace, assembler)
+                inputs = model_inputs(bodies, store_fetch, assembler)
                 feeds = [{k: x[k] for k in runner.input_names} for x in inputs]
-                onnx = stats(timed_over(runner.run, feeds, repeats))
                 key_lists = [fetch_keys(b, keys, version, matcher) for b in bodies]
-                fetch = stats(timed_over(client.mget, key_lists, repeats))
-                store_fetch = measure_store_fetch(bodies, config.redis_url, keys.namespace, repeats)
-                floor_server = onnx["p50"] + fetch["p50"] + echo_server["p50"]
-                floor_client = onnx["p50"] + fetch["p50"] + echo_client["p50"]
-                stage_floor = onnx["p50"] + store_fetch["p50"] + echo_server["p50"]
-                row = {
-                    "model": name,
-                    "candidates": count,
-                    "server": server_stats,
-                    "client": client_stats,
-                    "stages_p50": stages,
-                    "floors": {
-                        "onnx": onnx,
-                        "redis_mget": fetch,
-                        "store_fetch": store_fetch,
-                        "echo_server": echo_server,
-                        "echo_client": echo_client,
-                    },
-                    "floor_sum_server_p50": round(floor_server, 3),
-                    "floor_sum_client_p50": round(floor_client, 3),
-                    "ratio_server_p50": round(server_stats["p50"] / floor_server, 2),
-                    "ratio_client_p50": round(client_stats["p50"] / floor_client, 2),
-                    "stage_floor_sum_p50": round(stage_floor, 3),
-                    "ratio_server_p50_stage_floors": round(server_stats["p50"] / stage_floor, 2),
-                    "p99_over_p50_server": round(server_stats["p99"] / server_stats["p50"], 2),
-                }
+                samples = measure_point(
+                    http, bodies, repeats, runner, feeds, client, key_lists, store_fetch
+                )
+                row = latency_row(name, count, samples)
                 result.latency.append(row)
                 progress(
-                    f"{name:>8} {count:>5} candidates: server p50 {server_stats['p50']:.2f} ms "
-                    f"p99 {server_stats['p99']:.2f}, floors {floor_server:.2f} ms "
-                    f"(x{row['ratio_server_p50']}); client p50 {client_stats['p50']:.2f} ms"
+                    f"{name:>8} {count:>5} candidates: server p50 {row['server']['p50']:.2f} ms "
+                    f"p99 {row['server']['p99']:.2f}, floors {row['floor_sum_server_p50']:.2f} ms "
+                    f"(x{row['ratio_server_p50']}, stage floors "
+                    f"x{row['ratio_server_p50_stage_floors']}); client p50 "
+                    f"{row['client']['p50']:.2f} ms"
                 )
+    loop.run_until_complete(store.close())
+    loop.close()
+
+
+def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
+    v = {name: stats(values) for name, values in samples.values.items()}
+    server, client = v["server"], v["client"]
+    floor_server = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["echo_server"]["p50"]
+    floor_client = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["echo_client"]["p50"]
+    stage_floor = v["onnx"]["p50"] + v["store_fetch"]["p50"] + v["echo_server"]["p50"]
+    return {
+        "model": model,
+        "candidates": count,
+        "server": server,
+        "client": client,
+        "stages_p50": {k: round(float(np.median(x)), 3) for k, x in samples.stages.items()},
+        "floors": {
+            name: v[name]
+            for name in ("onnx", "redis_mget", "store_fetch", "echo_server", "echo_client")
+        },
+        "floor_sum_server_p50": round(floor_server, 3),
+        "floor_sum_client_p50": round(floor_client, 3),
+        "ratio_server_p50": round(server["p50"] / floor_server, 2),
+        "ratio_client_p50": round(client["p50"] / floor_client, 2),
+        "stage_floor_sum_p50": round(stage_floor, 3),
+        "ratio_server_p50_stage_floors": round(server["p50"] / stage_floor, 2),
+        "p99_over_p50_server": round(server["p99"] / server["p50"], 2),
+    }
 
 
 def _memory(

@@ -86,7 +86,7 @@ class NaiveRanker:
                 c.category[i], c.brand[i] = item.category[0], item.brand[0]
                 c.price_bucket[i], c.item_vec[i] = item.price_bucket[0], item.vec[0]
                 c.titles[i], c.texts[i] = item.titles[0], item.texts[0]
-                title_terms[i], text_terms[i] = item.title_terms[0], item.text_terms[0]
+                title_terms[i], text_terms[i] = item.title_terms, item.text_terms
             if match.row >= 0:
                 raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))
                 if raw_pair is not None:

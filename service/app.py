@@ -427,7 +427,13 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
         request_id = body.request_id or request_id
         route, model = _route(state, body)
         route_label = (model.name, route.arm)
-        response, timings = await _rank(state, body, model, route, request_id, started)
+        try:
+            response, timings = await _rank(state, body, model, route, request_id, started)
+        except ServiceError:
+            raise
+        except Exception as err:  # a bug or a corrupt record: a 500 problem, the service stays up
+            log.exception("request %s failed", request_id)
+            raise ServiceError(ErrorCode.INTERNAL, f"internal error: {type(err).__name__}") from err
     except ServiceError as err:
         metrics.ERRORS.labels(err.code.value).inc()
         metrics.REQUESTS.labels(*route_label, str(err.status)).inc()

@@ -326,6 +326,25 @@ class ItemTerms:
         return cls(title, title_offsets, text, text_offsets)
 
     @classmethod
+    def from_counts(
+        cls,
+        n: int,
+        rows: Sequence[int],
+        title: npt.NDArray[np.uint64],
+        title_counts: npt.NDArray[np.int64],
+        text: npt.NDArray[np.uint64],
+        text_counts: npt.NDArray[np.int64],
+    ) -> ItemTerms:
+        """N items of which ``rows`` (increasing) have the given terms, in that order."""
+
+        def offsets(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+            full = np.zeros(n + 1, dtype=np.int64)
+            full[np.asarray(rows, dtype=np.int64) + 1] = counts
+            return np.cumsum(full)
+
+        return cls(title, offsets(title_counts), text, offsets(text_counts))
+
+    @classmethod
     def of_texts(cls, titles: Sequence[str], texts: Sequence[str]) -> ItemTerms:
         pairs = [item_term_hashes(title, text) for title, text in zip(titles, texts, strict=True)]
         return cls.from_lists([p[0] for p in pairs], [p[1] for p in pairs])

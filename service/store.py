@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -36,7 +37,7 @@ from service.contract import ItemTerms, normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.records import decode_items, decode_pairs, decode_query, decode_user
-from service.index.snapshot import Snapshot, SnapshotMeta
+from service.index.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotMeta
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class CandidateFeatures:
 
     @classmethod
     def unknown(cls, n: int, dim: int) -> CandidateFeatures:
-        empty = np.zeros(0, dtype=np.uint64)
+        no_terms = np.zeros(0, dtype=np.uint64)
+        no_offsets = np.zeros(n + 1, dtype=np.int64)
         return cls(
             item_known=np.zeros(n, dtype=bool),
             category=np.full(n, -1, dtype=np.int32),
@@ -94,7 +96,7 @@ class CandidateFeatures:
             texts=[""] * n,
             pair_known=np.zeros(n, dtype=bool),
             pair_vec=np.zeros((n, dim), dtype=np.float32),
-            terms=ItemTerms.from_lists([empty] * n, [empty] * n),
+            terms=ItemTerms(no_terms, no_offsets, no_terms, no_offsets),
         )
 
 
@@ -313,6 +315,11 @@ class RedisStore:
         if meta_raw is None or index_blob is None or texts_raw is None:
             raise IndexUnavailable(f"index version {version} is incomplete or was removed")
         body = json.loads(meta_raw)
+        if body["snapshot"].get("format") != SNAPSHOT_FORMAT:
+            raise IndexUnavailable(
+                f"index version {version} is snapshot format {body['snapshot'].get('format')}; "
+                f"this service reads format {SNAPSHOT_FORMAT}: load a snapshot exported by it"
+            )
         meta = SnapshotMeta(**body["snapshot"])
         texts = texts_raw.decode("utf-8").split("\n") if texts_raw else []
         threshold = self.match_threshold
@@ -363,7 +370,7 @@ class RedisStore:
     async def _fetch_values(
         self, live: _LiveVersion, user_id: str, query: str, item_ids: Sequence[str]
     ) -> RequestFeatures | None:
-        v, keys, dim = live.version, self.keys, live.meta.text_dim
+        v, keys = live.version, self.keys
         match = live.matcher.match(query)
         n = len(item_ids)
         wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
@@ -377,6 +384,15 @@ class RedisStore:
             values = await self._mget(wanted)  # the one round trip
         except aredis.RedisError as err:
             raise IndexUnavailable(f"Redis: {err}") from err
+        try:
+            return self._decode(live, match, n, values)
+        except (ValueError, struct.error, KeyError) as err:  # a record not of this format
+            raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
+
+    def _decode(
+        self, live: _LiveVersion, match: QueryMatch, n: int, values: list[bytes | None]
+    ) -> RequestFeatures | None:
+        v, dim = live.version, live.meta.text_dim
         pointer, meta_raw, user_raw = values[0], values[1], values[2]
         if meta_raw is None:
             return None
@@ -412,11 +428,17 @@ class RedisStore:
             c.item_vec[found] = items.vec
             for i, title, text in zip(found, items.titles, items.texts, strict=True):
                 c.titles[i], c.texts[i] = title, text
-            empty = np.zeros(0, dtype=np.uint64)
-            title_terms, text_terms = [empty] * n, [empty] * n
-            for j, i in enumerate(found):
-                title_terms[i], text_terms[i] = items.title_terms[j], items.text_terms[j]
-            c = replace(c, terms=ItemTerms.from_lists(title_terms, text_terms))
+            c = replace(
+                c,
+                terms=ItemTerms.from_counts(
+                    n,
+                    found,
+                    items.title_terms,
+                    items.title_term_counts,
+                    items.text_terms,
+                    items.text_term_counts,
+                ),
+            )
         if match.row >= 0:
             pair_values = values[4 + n :]
             paired = [i for i, raw in enumerate(pair_values) if raw is not None]

@@ -73,8 +73,10 @@ class ItemBatch:
     vec: Vector  # (k, D) float16
     titles: list[str]
     texts: list[str]
-    title_terms: list[npt.NDArray[np.uint64]]
-    text_terms: list[npt.NDArray[np.uint64]]
+    title_terms: npt.NDArray[np.uint64]  # all records' title term hashes, in record order
+    title_term_counts: npt.NDArray[np.int64]  # (k,)
+    text_terms: npt.NDArray[np.uint64]
+    text_term_counts: npt.NDArray[np.int64]
 
 
 def _item_dtype(dim: int) -> np.dtype[Any]:
@@ -97,22 +99,22 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
     dtype = _item_dtype(dim)
     fixed = dtype.itemsize
     heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
-    titles, texts, title_terms, text_terms = [], [], [], []
-    columns = zip(
-        raws,
-        heads["n_title"].tolist(),
-        heads["n_text"].tolist(),
-        heads["n_title_terms"].tolist(),
-        heads["n_text_terms"].tolist(),
-        strict=True,
-    )
-    for raw, n_title, n_text, n_title_terms, n_text_terms in columns:
-        at = fixed + n_title + n_text
-        titles.append(raw[fixed : fixed + n_title].decode("utf-8"))
-        texts.append(raw[fixed + n_title : at].decode("utf-8"))
-        terms = np.frombuffer(raw, dtype=_U64, count=n_title_terms + n_text_terms, offset=at)
-        title_terms.append(terms[:n_title_terms])
-        text_terms.append(terms[n_title_terms:])
+    n_title, n_text = heads["n_title"].tolist(), heads["n_text"].tolist()
+    n_title_terms = heads["n_title_terms"].astype(np.int64)
+    n_text_terms = heads["n_text_terms"].astype(np.int64)
+    titles, texts, term_bytes = [], [], []
+    for raw, title_len, text_len, terms_len in zip(
+        raws, n_title, n_text, (8 * (n_title_terms + n_text_terms)).tolist(), strict=True
+    ):
+        at = fixed + title_len + text_len
+        titles.append(raw[fixed : fixed + title_len].decode("utf-8"))
+        texts.append(raw[fixed + title_len : at].decode("utf-8"))
+        term_bytes.append(raw[at : at + terms_len])
+    # Every record's terms in one buffer: [title 1, text 1, title 2, text 2, ...]; split with
+    # segment labels instead of a Python slice per item.
+    flat = np.frombuffer(b"".join(term_bytes), dtype=_U64)
+    lengths = np.stack([n_title_terms, n_text_terms], axis=1).ravel()
+    is_title = np.repeat(np.arange(len(lengths)) % 2 == 0, lengths)
     return ItemBatch(
         heads["category"],
         heads["brand"],
@@ -120,8 +122,10 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
         heads["vec"],
         titles,
         texts,
-        title_terms,
-        text_terms,
+        flat[is_title],
+        n_title_terms,
+        flat[~is_title],
+        n_text_terms,
     )
 
 
