@@ -83,6 +83,7 @@ class NaiveRanker:
             if raw_item is not None:
                 item = decode_items([raw_item], dim)
                 c.item_known[i] = True
+                c.id_hash[i], c.brand_hash[i] = item.id_hash[0], item.brand_hash[0]
                 c.category[i], c.brand[i] = item.category[0], item.brand[0]
                 c.price_bucket[i], c.item_vec[i] = item.price_bucket[0], item.vec[0]
                 c.titles[i], c.texts[i] = item.titles[0], item.texts[0]

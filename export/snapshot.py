@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import HISTORY_LENGTH, ItemTerms, normalize_text
+from service.contract import HISTORY_LENGTH, ItemTerms, item_hashes, normalize_text
 from service.index.lexical import LEXICAL_DIM, build_index, lexical_vectors, serialize_index
 from service.index.snapshot import (
     META_FILE,
@@ -153,6 +153,12 @@ def _write_tables(world: World, vectors: ReducedVectors, folder: Path) -> None:
     StringColumn.write(folder / "items", "text", [str(t) for t in items["text"]])
     for column in ("category", "brand", "price_bucket"):
         np.save(folder / "items" / f"{column}.npy", _ints(items[column]))
+    hashes = np.array(
+        [item_hashes(key, int(b)) for key, b in zip(item_keys, items["brand"], strict=True)],
+        dtype=np.uint64,
+    ).reshape(-1, 2)
+    np.save(folder / "items" / "id_hash.npy", np.ascontiguousarray(hashes[:, 0]))
+    np.save(folder / "items" / "brand_hash.npy", np.ascontiguousarray(hashes[:, 1]))
     np.save(folder / "items" / "vec.npy", vectors.items.astype(VECTOR_DTYPE))
     terms = ItemTerms.of_texts([str(t) for t in items["title"]], [str(t) for t in items["text"]])
     np.save(folder / "items" / "title_terms.npy", terms.title)

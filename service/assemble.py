@@ -59,12 +59,21 @@ class Assembler:
         self.dense = tuple(f.name for f in spec.select(kind="dense"))
         self.relevance = spec.relevance_features
 
-    def _encode_ints(self, name: str, values: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
-        """A column of index integers (-1 unknown) as buckets: vectorized unless hashed."""
+    def _hashed_column(
+        self,
+        name: str,
+        hashes: npt.NDArray[np.uint64],
+        from_index: npt.NDArray[np.bool_],
+        raw: Sequence[object],
+    ) -> npt.NDArray[np.int64]:
+        """Buckets of a hashed item field: from the index's precomputed hashes where it has
+        them (one vectorized modulo), from the raw values elsewhere (unknown, supplied)."""
         field = self.spec[name]
-        if field.hashed:
-            return field.encode([_int_or_none(v) for v in values.tolist()])
-        return field.encode(values)
+        out = field.buckets_of_hashes(hashes)
+        rest = np.flatnonzero(~from_index)
+        if len(rest):
+            out[rest] = field.encode([raw[i] for i in rest.tolist()])
+        return out
 
     def assemble(
         self,
@@ -107,10 +116,15 @@ class Assembler:
             "position": np.zeros(1, dtype=np.int64),  # served as missing: no position bias
         }
         per_item = {
-            "item_id": spec["item_id"].encode(item_ids),
-            "item_category": self._encode_ints("item_category", category),
-            "item_brand": self._encode_ints("item_brand", brand),
-            "item_price_bucket": self._encode_ints("item_price_bucket", price),
+            "item_id": self._hashed_column("item_id", c.id_hash, c.item_known, item_ids),
+            "item_brand": self._hashed_column(
+                "item_brand",
+                c.brand_hash,
+                c.item_known & (brand >= 0),
+                [_int_or_none(v) for v in brand.tolist()],
+            ),
+            "item_category": spec["item_category"].encode(category),
+            "item_price_bucket": spec["item_price_bucket"].encode(price),
         }
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, name in enumerate(self.categorical):

@@ -80,6 +80,18 @@ class FeatureField:
         if self.kind != "vector" and self.max_length is not None:
             raise ValueError(f"{self.name}: only vector fields can be sequences")
 
+    def buckets_of_hashes(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """`encode` of values whose `stable_hash` under this field's name is already known.
+
+        >>> f = FeatureField("item_id", "item", "categorical", buckets=101)
+        >>> h = np.array([stable_hash("item_id", "i7")], dtype=np.uint64)
+        >>> f.buckets_of_hashes(h).tolist() == f.encode(["i7"]).tolist()
+        True
+        """
+        if not self.hashed or self.buckets is None:
+            raise TypeError(f"{self.name} is not a hashed categorical field")
+        return (hashes % np.uint64(self.buckets - 1)).astype(np.int64) + 1
+
     def encode(self, values: Iterable[object]) -> npt.NDArray[np.int64]:
         """Map raw categorical values to embedding buckets (0 for missing: None or '').
 
@@ -415,6 +427,12 @@ def relevance_features_of_terms(
 
 #: The reduced text-vector dimension the text tower produces and the index stores (PRECTR 4.2).
 DEFAULT_TEXT_DIM = 64
+
+
+def item_hashes(item_id: str, brand: int) -> tuple[int, int]:
+    """The `stable_hash` of an item's id and brand under the contract's field names, which the
+    index stores so the service buckets candidates with one vectorized modulo (0: no brand)."""
+    return stable_hash("item_id", item_id), (stable_hash("item_brand", brand) if brand >= 0 else 0)
 
 
 def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:

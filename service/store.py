@@ -72,6 +72,8 @@ class UserFeatures:
 @dataclass(frozen=True)
 class CandidateFeatures:
     item_known: BoolArray  # (N,)
+    id_hash: npt.NDArray[np.uint64]  # (N,) contract.item_hashes, 0 for unknown items
+    brand_hash: npt.NDArray[np.uint64]  # (N,) 0 without a brand
     category: IntArray  # (N,), -1 unknown, as brand and price_bucket
     brand: IntArray
     price_bucket: IntArray
@@ -88,6 +90,8 @@ class CandidateFeatures:
         no_offsets = np.zeros(n + 1, dtype=np.int64)
         return cls(
             item_known=np.zeros(n, dtype=bool),
+            id_hash=np.zeros(n, dtype=np.uint64),
+            brand_hash=np.zeros(n, dtype=np.uint64),
             category=np.full(n, -1, dtype=np.int32),
             brand=np.full(n, -1, dtype=np.int32),
             price_bucket=np.full(n, -1, dtype=np.int32),
@@ -210,6 +214,8 @@ class EmbeddedStore:
         c = CandidateFeatures.unknown(len(item_ids), self.dim)
         c.item_known[:] = known
         for column, source in (
+            (c.id_hash, s.item_id_hash),
+            (c.brand_hash, s.item_brand_hash),
             (c.category, s.item_category),
             (c.brand, s.item_brand),
             (c.price_bucket, s.item_price_bucket),
@@ -423,6 +429,7 @@ class RedisStore:
         if found:
             items = decode_items([item_values[i] for i in found], dim)  # type: ignore[misc]
             c.item_known[found] = True
+            c.id_hash[found], c.brand_hash[found] = items.id_hash, items.brand_hash
             c.category[found], c.brand[found] = items.category, items.brand
             c.price_bucket[found] = items.price_bucket
             c.item_vec[found] = items.vec

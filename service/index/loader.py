@@ -97,6 +97,8 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
         yield (
             keys.item(version, item),
             encode_item(
+                int(s.item_id_hash[row]),
+                int(s.item_brand_hash[row]),
                 int(s.item_category[row]),
                 int(s.item_brand[row]),
                 int(s.item_price_bucket[row]),

@@ -1,7 +1,8 @@
 """The Redis value of each record kind: little-endian binary, fp16 vectors packed raw.
 
-    item   <iiiIIHH  category, brand, price_bucket, len(title), len(text), title terms, text
-           terms | vec D x f16 | title | text | title term hashes u64 | text-only term hashes u64
+    item   <QQiiiIIHH  id hash, brand hash (contract.item_hashes), category, brand,
+           price_bucket, len(title), len(text), title terms, text terms | vec D x f16 | title |
+           text | title term hashes u64 | text-only term hashes u64
     query  <i      category | vec D x f16
     user   <iiiI   age, gender, city_tier, n | n x D f16 history query vecs | n x D f16 pair vecs
     pair   vec D x f16
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-_ITEM = struct.Struct("<iiiIIHH")
+_ITEM = struct.Struct("<QQiiiIIHH")
 _QUERY = struct.Struct("<i")
 _USER = struct.Struct("<iiiI")
 _F16 = np.dtype("<f2")
@@ -46,6 +47,8 @@ def _vec_bytes(vec: Vector) -> bytes:
 
 
 def encode_item(
+    id_hash: int,
+    brand_hash: int,
     category: int,
     brand: int,
     price_bucket: int,
@@ -57,7 +60,15 @@ def encode_item(
 ) -> bytes:
     t, x = title.encode("utf-8"), text.encode("utf-8")
     head = _ITEM.pack(
-        category, brand, price_bucket, len(t), len(x), len(title_terms), len(text_terms)
+        id_hash,
+        brand_hash,
+        category,
+        brand,
+        price_bucket,
+        len(t),
+        len(x),
+        len(title_terms),
+        len(text_terms),
     )
     terms = np.concatenate([title_terms, text_terms]).astype("<u8").tobytes()
     return head + _vec_bytes(vec) + t + x + terms
@@ -67,6 +78,8 @@ def encode_item(
 class ItemBatch:
     """Many item records decoded at once (the request path's form)."""
 
+    id_hash: npt.NDArray[np.uint64]
+    brand_hash: npt.NDArray[np.uint64]
     category: npt.NDArray[np.int32]
     brand: npt.NDArray[np.int32]
     price_bucket: npt.NDArray[np.int32]
@@ -82,6 +95,8 @@ class ItemBatch:
 def _item_dtype(dim: int) -> np.dtype[Any]:
     return np.dtype(
         [
+            ("id_hash", "<u8"),
+            ("brand_hash", "<u8"),
             ("category", "<i4"),
             ("brand", "<i4"),
             ("price_bucket", "<i4"),
@@ -116,6 +131,8 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
     lengths = np.stack([n_title_terms, n_text_terms], axis=1).ravel()
     is_title = np.repeat(np.arange(len(lengths)) % 2 == 0, lengths)
     return ItemBatch(
+        heads["id_hash"],
+        heads["brand_hash"],
         heads["category"],
         heads["brand"],
         heads["price_bucket"],

@@ -11,6 +11,7 @@ memory-mapped; strings as one UTF-8 blob plus offsets):
     items/    key.*            raw item ids as requests send them
               title.*, text.*  for the lexical relevance features of unseen pairs
               category.npy, brand.npy, price_bucket.npy   int32, -1 unknown
+              id_hash.npy, brand_hash.npy   uint64 contract.item_hashes (0: no brand)
               title_terms.npy, text_terms.npy (+ _offsets)   CSR of uint64 term hashes:
                                the title's, and the text's the title lacks (contract.ItemTerms)
               vec.npy          (I, D) float16
@@ -41,7 +42,7 @@ import numpy.typing as npt
 
 from service.contract import ItemTerms, stable_hash
 
-SNAPSHOT_FORMAT = 2  # 2: items carry their term hashes
+SNAPSHOT_FORMAT = 3  # 2: items carry their term hashes; 3: and their id and brand hashes
 META_FILE = "meta.json"
 VECTOR_DTYPE = np.float16
 LookupKind = Literal["query", "item", "user"]
@@ -165,6 +166,8 @@ class Snapshot:
         self.item_brand = array("items/brand.npy")
         self.item_price_bucket = array("items/price_bucket.npy")
         self.item_vec = array("items/vec.npy")
+        self.item_id_hash = array("items/id_hash.npy")
+        self.item_brand_hash = array("items/brand_hash.npy")
         self.item_title_terms = array("items/title_terms.npy")
         self.item_title_terms_offsets = array("items/title_terms_offsets.npy")
         self.item_text_terms = array("items/text_terms.npy")
