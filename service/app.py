@@ -25,17 +25,26 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from service import metrics
-from service.errors import ErrorCode, ServiceError, from_validation, problem
+from service.errors import (
+    PROBLEM_TYPE,
+    ErrorCode,
+    Problem,
+    ServiceError,
+    from_validation,
+    problem,
+    request_id_header,
+)
 from service.index.loader import IndexMismatch, check_compatible
 from service.index.snapshot import Snapshot, SnapshotMeta
 from service.models import LoadedModel, ModelRegistry, load_model
 from service.routing import Route, Router
-from service.schemas import RankRequest, check_limits
+from service.schemas import RankRequest, RankResponse, check_limits
 from service.settings import Settings
 from service.store import (
     EmbeddedStore,
@@ -208,6 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ranker", version="0.1.0", lifespan=lifespan)
 
+    app.openapi = lambda: openapi_schema(app, config)  # type: ignore[method-assign]
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> Response:
         metrics.ERRORS.labels(err.code.value).inc()
@@ -293,6 +304,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await reload_model(state, Path(body.path))
 
     return app
+
+
+def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document, with what the handlers read by hand (the /rank body is parsed from
+    raw bytes, for the size limit and stable error codes) and every error response declared."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (RankRequest, RankResponse, Problem, ReloadBody):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    request = components["RankRequest"]["properties"]
+    request["candidates"]["maxItems"] = settings.max_candidates
+    for name in ("user_id", "query"):
+        request[name]["maxLength"] = settings.max_string_length
+
+    def content(model: str, media: str = JSON) -> dict[str, Any]:
+        return {"content": {media: {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
+
+    problems = {
+        str(status): {"description": text, **content("Problem", PROBLEM_TYPE)}
+        for status, text in (
+            (400, "invalid JSON"),
+            (401, "admin token missing or wrong"),
+            (409, "reload refused"),
+            (413, "too many candidates or too large a body"),
+            (422, "invalid input (the code says which)"),
+            (500, "internal error"),
+            (503, "not ready or the store unavailable (Retry-After)"),
+        )
+    }
+    ranking = {"200": {"description": "the ranked candidates", **content("RankResponse")}}
+    for path in ("/rank", "/v1/rank", "/v1/echo", "/admin/reload"):
+        if path not in schema["paths"]:
+            continue
+        operation = schema["paths"][path]["post"]
+        body_model = "ReloadBody" if path == "/admin/reload" else "RankRequest"
+        operation["requestBody"] = {"required": True, **content(body_model)}
+        if path in ("/rank", "/v1/rank"):
+            operation["responses"] = {**ranking, **problems}
+        else:
+            operation["responses"] = {"200": {"description": "done"}, **problems}
+    app.openapi_schema = schema
+    return schema
 
 
 def authorize(request: Request, settings: Settings) -> None:
@@ -447,7 +504,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     return Response(
         orjson.dumps(response),
         media_type="application/json",
-        headers={"Server-Timing": server_timing, "X-Request-ID": request_id},
+        headers={"Server-Timing": server_timing, **request_id_header(request_id)},
     )
 
 

@@ -17,7 +17,7 @@ price bucket, title, text), else defaults; the position is served as missing (bu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,12 @@ from service.contract import (
     relevance_features_of_terms,
     tokenize,
 )
+from service.schemas import SuppliedFeatures
 from service.store import RequestFeatures
 
 Arrays = dict[str, npt.NDArray[Any]]
 #: Item values a request may supply per candidate (used where the index has no value).
 SUPPLIED_INT_FEATURES = ("item_category", "item_brand", "item_price_bucket")
-SUPPLIED_TEXT_FEATURES = ("title", "text")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Assembler:
         item_ids: Sequence[str],
         features: RequestFeatures,
         hour: int,
-        supplied: Sequence[Mapping[str, Any] | None] | None = None,
+        supplied: Sequence[SuppliedFeatures | None] | None = None,
     ) -> Assembled:
         """All inputs of every family: each graph takes the subset it names."""
         spec, n = self.spec, len(item_ids)
@@ -91,14 +91,15 @@ class Assembler:
         titles, texts = list(c.titles), list(c.texts)
         filled = 0
         for i, extra in enumerate(supplied or ()):
-            if not extra or c.item_known[i]:
+            if extra is None or c.item_known[i]:
                 continue
             filled += 1
             for name, column in zip(SUPPLIED_INT_FEATURES, (category, brand, price), strict=True):
-                if name in extra:
-                    column[i] = int(extra[name])
-            titles[i] = str(extra.get("title", titles[i]))
-            texts[i] = str(extra.get("text", texts[i]))
+                value = getattr(extra, name)
+                if value is not None:
+                    column[i] = value
+            titles[i] = extra.title if extra.title is not None else titles[i]
+            texts[i] = extra.text if extra.text is not None else texts[i]
 
         is_search = q.match.kind != "empty"
         resolved = q.match.row >= 0

@@ -6,11 +6,12 @@ offending field as a dotted path (``candidates.3.item_id``).
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 PROBLEM_TYPE = "application/problem+json"
@@ -139,6 +140,35 @@ def from_validation(err: ValidationError) -> ServiceError:
     return ServiceError(chosen, f"{first['field']}: {first['message']}", errors=errors)
 
 
+class FieldProblem(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every error response (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str
+    request_id: str | None
+    errors: list[FieldProblem] | None = None
+
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def request_id_header(request_id: str | None) -> dict[str, str]:
+    """X-Request-ID when the id can travel in a header (visible ASCII); the body always has it."""
+    if request_id is not None and _HEADER_SAFE.fullmatch(request_id):
+        return {"X-Request-ID": request_id}
+    return {}
+
+
 def problem(err: ServiceError, request_id: str | None, instance: str) -> Response:
     body: dict[str, Any] = {
         "type": f"/errors/{err.code.value}",
@@ -151,5 +181,5 @@ def problem(err: ServiceError, request_id: str | None, instance: str) -> Respons
     }
     if err.errors:
         body["errors"] = err.errors
-    headers = {"X-Request-ID": request_id or "", **err.headers}
+    headers = {**request_id_header(request_id), **err.headers}
     return Response(orjson.dumps(body), err.status, headers, media_type=PROBLEM_TYPE)

@@ -14,16 +14,37 @@ from pydantic_core import PydanticCustomError
 from service.errors import ErrorCode, ServiceError, field_error
 from service.settings import Settings
 
-FeatureValue = int | float | str
+
+class SuppliedFeatures(BaseModel):
+    """What a caller knows about an item the index may lack (used only where it does)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    item_category: int | float | None = None
+    item_brand: int | float | None = None
+    item_price_bucket: int | float | None = None
+    title: str | None = None
+    text: str | None = None
+
+    @field_validator("item_category", "item_brand", "item_price_bucket")
+    @classmethod
+    def _integral(cls, value: int | float | None) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and not value.is_integer():
+            raise PydanticCustomError(
+                "invalid_value", "a category, brand or price bucket is an integer"
+            )
+        if not -(2**31) <= value < 2**31:
+            raise PydanticCustomError("invalid_value", "out of the 32-bit integer range")
+        return int(value)
 
 
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     item_id: str = Field(min_length=1)
-    #: Values for an item the index may lack: item_category, item_brand, item_price_bucket
-    #: (integers), title, text (strings).
-    features: dict[str, FeatureValue] | None = None
+    features: SuppliedFeatures | None = None
 
 
 class Context(BaseModel):
@@ -89,9 +110,10 @@ def check_limits(request: RankRequest, settings: Settings) -> None:
             check(name, value)
     for i, candidate in enumerate(request.candidates):
         check(f"candidates.{i}.item_id", candidate.item_id)
-        for key, value in (candidate.features or {}).items():
-            check(f"candidates.{i}.features.{key}", key)
-            if isinstance(value, str):
+        supplied = candidate.features
+        for key in ("title", "text"):
+            value = getattr(supplied, key) if supplied is not None else None
+            if value is not None:
                 check(f"candidates.{i}.features.{key}", value)
     if too_long:
         raise ServiceError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
 from service.app import create_app, rank_disagreement
@@ -26,7 +24,7 @@ from service.index.snapshot import Snapshot
 from service.metrics import EXPORTED
 from service.routing import Router
 from service.settings import Settings
-from tests.service.conftest import RedisServer, free_port
+from tests.service.conftest import RedisServer, live_server
 
 MakeSettings = Callable[..., Settings]
 
@@ -322,31 +320,6 @@ def test_admin_needs_the_token(make_settings: MakeSettings, tiny_exports: dict[s
         ok = client.post("/admin/reload", json={"path": path}, headers=_admin())
     assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
     assert ok.status_code == 200 and ok.json()["replaced"] == "1"
-
-
-@contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # --- live server: Redis degradation and recovery, reload under traffic ------------------------
