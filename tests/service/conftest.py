@@ -66,17 +66,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--enable-debug-command", "yes"],  # noqa: RUF005
             cwd=self.folder,
             stdout=subprocess.DEVNULL,
         )
