@@ -51,6 +51,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Loopback only, nothing on disk, DEBUG allowed (the slow-Redis test sends DEBUG SLEEP).
+REDIS_FLAGS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+REDIS_FLAGS += ("--enable-debug-command", "yes")
+
+
 class RedisServer:
     """A redis-server process of the test's own (it may be stopped and started again)."""
 
@@ -66,8 +71,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--enable-debug-command", "yes"],  # noqa: RUF005
+            [binary, "--port", str(self.port), *REDIS_FLAGS],
             cwd=self.folder,
             stdout=subprocess.DEVNULL,
         )
