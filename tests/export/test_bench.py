@@ -1,0 +1,51 @@
+"""`ranker bench` end to end on the tiny artifacts (a smoke run: the figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from export.bench import BenchConfig, run_bench, write_report
+from service.index.snapshot import Snapshot
+
+
+def test_bench_writes_its_report_and_cleans_up(
+    tiny_exports: dict[str, Any],
+    tiny_runs: dict[str, Path],
+    tiny_snapshot: Snapshot,
+    redis_prefix: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    url, _ = redis_prefix
+    config = BenchConfig(
+        packages={name: result.package.folder for name, result in tiny_exports.items()},
+        snapshot=tiny_snapshot.folder,
+        out=tmp_path,
+        redis_url=url,
+        prectr_run=tiny_runs["prectr"],
+        counts=(20,),
+        repeats=5,
+        rates=(5.0,),
+        rate_seconds=1.0,
+        naive_repeats=3,
+    )
+    result = run_bench(config, progress=lambda _: None)
+    write_report(result, tmp_path)
+
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert {row["model"] for row in report["latency"]} == {"prectr", "vanilla"}
+    row = report["latency"][0]
+    assert row["server"]["n"] == 5 and row["ratio_server_p50"] > 0
+    assert set(row["floors"]) == {"onnx", "redis_mget", "store_fetch", "echo_server", "echo_client"}
+    assert report["naive"][0]["speedup_p50"] > 0
+    assert report["table5"] == {"skipped": "no --elec-run given"}
+    assert report["memory"]["torch_loaded"] is False
+    assert report["throughput"]["curve"][0]["sent"] >= 1
+    assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    client = redis.Redis.from_url(url)
+    assert not list(client.scan_iter(match="bench-*", count=1000))  # its namespace is gone
+    client.close()
