@@ -47,7 +47,7 @@ import redis
 
 from service.assemble import Assembler
 from service.index.keys import KeySchema
-from service.index.lexical import QueryMatcher, deserialize_index
+from service.index.lexical import QueryMatcher
 from service.index.loader import load_snapshot, record_count
 from service.index.snapshot import Snapshot
 from service.inference import OnnxRunner, RunnerSettings
@@ -407,6 +407,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
     try:
         loaded = load_snapshot(snapshot, client, keys, grace_s=0)
         result.index_load = {
+            "namespace": namespace,
             "keys": loaded.keys,
             "seconds": round(loaded.seconds, 3),
             "keys_per_second": round(loaded.keys_per_second),
@@ -443,12 +444,7 @@ def _latency(
     client: redis.Redis,
     progress: Callable[[str], None],
 ) -> None:
-    matcher = QueryMatcher(
-        snapshot.query_text.to_list(),
-        deserialize_index(snapshot.lexical_index_path.read_bytes()),
-        float(snapshot.meta.lexical["threshold"]),
-        int(snapshot.meta.lexical["dim"]),
-    )
+    matcher = snapshot.query_matcher()
     loop = asyncio.new_event_loop()  # one loop for the store, as in the service
     store = RedisStore.from_url(config.redis_url, namespace=keys.namespace)
 
@@ -573,12 +569,7 @@ def _naive(
     run = load_saved_run(config.prectr_run)
     world = config.world or Path(run.meta["world"]["path"])
     module = served_module("prectr", run.model, load_approximator(run, world))
-    matcher = QueryMatcher(
-        snapshot.query_text.to_list(),
-        deserialize_index(snapshot.lexical_index_path.read_bytes()),
-        float(snapshot.meta.lexical["threshold"]),
-        int(snapshot.meta.lexical["dim"]),
-    )
+    matcher = snapshot.query_matcher()
     names = [t.name for t in input_specs("prectr", run.spec)]
     naive = NaiveRanker(
         module, names, Assembler(run.spec), client, keys, version, matcher, snapshot.meta.text_dim

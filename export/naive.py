@@ -23,14 +23,8 @@ from service.assemble import Assembler
 from service.contract import ItemTerms
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
-from service.index.records import decode_items, decode_pairs, decode_query, decode_user
-from service.store import (
-    CandidateFeatures,
-    QueryFeatures,
-    RequestFeatures,
-    UserFeatures,
-    unknown_user,
-)
+from service.index.records import decode_items, decode_pairs, decode_query
+from service.store import CandidateFeatures, QueryFeatures, RequestFeatures, user_features
 
 
 class NaiveRanker:
@@ -57,18 +51,7 @@ class NaiveRanker:
     def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
         v, dim = self.version, self.dim
         match = self.matcher.match(query)
-        raw_user = self._get(self.keys.user(v, user_id))
-        user = unknown_user(dim)
-        if raw_user is not None:
-            u = decode_user(raw_user, dim)
-            user = UserFeatures(
-                True,
-                u.age,
-                u.gender,
-                u.city_tier,
-                u.history_query_vec.astype(np.float32),
-                u.history_pair_vec.astype(np.float32),
-            )
+        user = user_features(self._get(self.keys.user(v, user_id)), dim)
         q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
         if match.row >= 0:
             raw_query = self._get(self.keys.query(v, match.matched_text))

@@ -124,6 +124,21 @@ def unavailable_features(query: str, n: int, dim: int) -> RequestFeatures:
     return RequestFeatures("", query_features, user, candidates, _misses(match, user, candidates))
 
 
+def user_features(raw: bytes | None, dim: int) -> UserFeatures:
+    """A user record from the index (or the unknown user when there is none)."""
+    if raw is None:
+        return unknown_user(dim)
+    u = decode_user(raw, dim)
+    return UserFeatures(
+        True,
+        u.age,
+        u.gender,
+        u.city_tier,
+        u.history_query_vec.astype(np.float32),
+        u.history_pair_vec.astype(np.float32),
+    )
+
+
 def unknown_user(dim: int) -> UserFeatures:
     empty = np.zeros((0, dim), dtype=np.float32)
     return UserFeatures(False, -1, -1, -1, empty, empty)
@@ -164,13 +179,7 @@ class EmbeddedStore:
         self.snapshot = snapshot
         self.version = snapshot.folder.name
         self.dim = snapshot.meta.text_dim
-        index = deserialize_index(snapshot.lexical_index_path.read_bytes())
-        threshold = (
-            snapshot.meta.lexical["threshold"] if match_threshold is None else match_threshold
-        )
-        self.matcher = QueryMatcher(
-            snapshot.query_text.to_list(), index, float(threshold), snapshot.meta.lexical["dim"]
-        )
+        self.matcher = snapshot.query_matcher(match_threshold)
 
     async def meta(self) -> tuple[str, SnapshotMeta]:
         return self.version, self.snapshot.meta
@@ -411,17 +420,7 @@ class RedisStore:
         else:
             q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
 
-        user = unknown_user(dim)
-        if user_raw is not None:
-            u = decode_user(user_raw, dim)
-            user = UserFeatures(
-                True,
-                u.age,
-                u.gender,
-                u.city_tier,
-                u.history_query_vec.astype(np.float32),
-                u.history_pair_vec.astype(np.float32),
-            )
+        user = user_features(user_raw, dim)
 
         c = CandidateFeatures.unknown(n, dim)
         item_values = values[3 : 3 + n]

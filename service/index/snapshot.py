@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.contract import ItemTerms, stable_hash
+from service.index.lexical import QueryMatcher, deserialize_index
 
 SNAPSHOT_FORMAT = 3  # 2: items carry their term hashes; 3: and their id and brand hashes
 META_FILE = "meta.json"
@@ -205,6 +206,16 @@ class Snapshot:
     @property
     def lexical_index_path(self) -> Path:
         return self.folder / "lexical" / "queries.faiss"
+
+    def query_matcher(self, threshold: float | None = None) -> QueryMatcher:
+        """The known queries and their lexical index (threshold: the snapshot's unless given)."""
+        lexical = self.meta.lexical
+        return QueryMatcher(
+            self.query_text.to_list(),
+            deserialize_index(self.lexical_index_path.read_bytes()),
+            float(lexical["threshold"] if threshold is None else threshold),
+            int(lexical["dim"]),
+        )
 
     def rows(self, kind: LookupKind, keys: list[str]) -> Int64Array:
         """Rows of the given ids (-1 where unknown)."""

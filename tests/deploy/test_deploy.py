@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -19,13 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
-from service.app import create_app
 from service.metrics import EXPORTED
 from service.settings import Settings
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -152,25 +149,8 @@ def live_service(tiny_exports: dict[str, Any], tiny_snapshot: Any) -> Iterator[s
         store="embedded",
         device="cpu",
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.1)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(settings) as base:
+        yield base
 
 
 def test_a_real_prometheus_scrapes_the_service_and_computes_p99(

@@ -47,5 +47,6 @@ def test_bench_writes_its_report_and_cleans_up(
     assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)
-    assert not list(client.scan_iter(match="bench-*", count=1000))  # its namespace is gone
+    namespace = report["index_load"]["namespace"]
+    assert not list(client.scan_iter(match=f"{namespace}*", count=1000))  # its keys are gone
     client.close()

@@ -56,6 +56,35 @@ REDIS_FLAGS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 REDIS_FLAGS += ("--enable-debug-command", "yes")
 
 
+def wait_for_redis(port: int, timeout_s: float = 10) -> None:
+    """Until a redis-server on loopback answers PING."""
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, f"redis-server on {port} did not start"
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def wait_until_ready(base: str, alive: Callable[[], bool], timeout_s: float = 90) -> None:
+    """Until the service at ``base`` answers /readyz with 200 (``alive``: its process runs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert alive() and time.monotonic() < deadline, f"the service at {base} did not start"
+        time.sleep(0.1)
+
+
 class RedisServer:
     """A redis-server process of the test's own (it may be stopped and started again)."""
 
@@ -75,22 +104,21 @@ class RedisServer:
             cwd=self.folder,
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        client.close()
+        wait_for_redis(self.port)
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+@pytest.fixture
+def redis_settings(make_settings: Callable[..., Settings], private_redis: RedisServer) -> Settings:
+    """Both tiny models over the test's own Redis, with a short store budget and deadline."""
+    return make_settings(
+        store="redis", redis_url=private_redis.url, store_timeout_ms=150, deadline_ms=400
+    )
 
 
 @pytest.fixture
@@ -117,15 +145,7 @@ def live_server(settings: Settings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.1)
+    wait_until_ready(base, thread.is_alive)
     try:
         yield base
     finally:

@@ -332,14 +332,11 @@ def _load(server: RedisServer, snapshot: Snapshot) -> None:
 
 
 def test_redis_down_degrades_within_the_deadline_then_recovers(
-    make_settings: MakeSettings, tiny_snapshot: Snapshot, private_redis: RedisServer
+    redis_settings: Settings, tiny_snapshot: Snapshot, private_redis: RedisServer
 ) -> None:
     _load(private_redis, tiny_snapshot)
-    settings = make_settings(
-        store="redis", redis_url=private_redis.url, store_timeout_ms=100, deadline_ms=300
-    )
     body = _request(tiny_snapshot)
-    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+    with live_server(redis_settings) as base, httpx.Client(base_url=base, timeout=5) as client:
         healthy = client.post("/rank", json=body).json()
         assert healthy["degraded"] == [] and healthy["index_version"] == "1"
 
@@ -366,14 +363,11 @@ def test_redis_down_degrades_within_the_deadline_then_recovers(
 
 
 def test_a_slow_store_times_out_into_a_degraded_answer(
-    make_settings: MakeSettings, tiny_snapshot: Snapshot, private_redis: RedisServer
+    redis_settings: Settings, tiny_snapshot: Snapshot, private_redis: RedisServer
 ) -> None:
     _load(private_redis, tiny_snapshot)
-    settings = make_settings(
-        store="redis", redis_url=private_redis.url, store_timeout_ms=100, deadline_ms=300
-    )
     body = _request(tiny_snapshot)
-    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+    with live_server(redis_settings) as base, httpx.Client(base_url=base, timeout=5) as client:
         assert client.post("/rank", json=body).json()["degraded"] == []
         admin = redis.Redis.from_url(private_redis.url)
         admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")

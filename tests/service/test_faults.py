@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 import redis
 
 from service.index.keys import KeySchema
@@ -95,13 +94,6 @@ def _load(server: RedisServer, snapshot: Snapshot, **kwargs: Any) -> Any:
         return load_snapshot(snapshot, client, KeySchema("rank"), grace_s=0, **kwargs)
     finally:
         client.close()
-
-
-@pytest.fixture
-def redis_settings(make_settings: MakeSettings, private_redis: RedisServer) -> Settings:
-    return make_settings(
-        store="redis", redis_url=private_redis.url, store_timeout_ms=150, deadline_ms=400
-    )
 
 
 def test_redis_killed_during_traffic(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from service.cli import main as ranker
 from service.index.snapshot import Snapshot
 from service.serve import example_request
 from service.settings import Settings
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,15 +52,7 @@ def test_metrics_add_up_over_several_worker_processes(
     with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True) as server:
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.2)
+            wait_until_ready(base, lambda: server.poll() is None)
             body = example_request(tiny_snapshot.folder, candidates=5)
             with httpx.Client(base_url=base) as client:  # a new connection can hit either worker
                 for _ in range(40):

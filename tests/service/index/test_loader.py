@@ -33,6 +33,7 @@ from service.index.loader import (
 from service.index.snapshot import Snapshot
 from service.package import ModelPackage
 from service.store import EmbeddedStore, RedisStore
+from tests.service.conftest import wait_for_redis
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -336,16 +337,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     try:
         for p in ports:
-            client = redis.Redis(host="127.0.0.1", port=p)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            wait_for_redis(p)
         subprocess.run(
             [
                 cli,
