@@ -341,7 +341,7 @@ class ItemTerms:
     def from_counts(
         cls,
         n: int,
-        rows: Sequence[int],
+        rows: Sequence[int] | npt.NDArray[np.integer[Any]],
         title: npt.NDArray[np.uint64],
         title_counts: npt.NDArray[np.int64],
         text: npt.NDArray[np.uint64],

@@ -422,36 +422,45 @@ class RedisStore:
 
         user = user_features(user_raw, dim)
 
-        c = CandidateFeatures.unknown(n, dim)
-        item_values = values[3 : 3 + n]
-        found = [i for i, raw in enumerate(item_values) if raw is not None]
-        if found:
-            items = decode_items([item_values[i] for i in found], dim)  # type: ignore[misc]
-            c.item_known[found] = True
-            c.id_hash[found], c.brand_hash[found] = items.id_hash, items.brand_hash
-            c.category[found], c.brand[found] = items.category, items.brand
-            c.price_bucket[found] = items.price_bucket
-            c.item_vec[found] = items.vec
-            for i, title, text in zip(found, items.titles, items.texts, strict=True):
-                c.titles[i], c.texts[i] = title, text
-            c = replace(
-                c,
-                terms=ItemTerms.from_counts(
-                    n,
-                    found,
-                    items.title_terms,
-                    items.title_term_counts,
-                    items.text_terms,
-                    items.text_term_counts,
-                ),
-            )
+        c = _candidates(values[3 : 3 + n], dim)
         if match.row >= 0:
             pair_values = values[4 + n :]
-            paired = [i for i, raw in enumerate(pair_values) if raw is not None]
-            if paired:
-                c.pair_known[paired] = True
-                c.pair_vec[paired] = decode_pairs([pair_values[i] for i in paired], dim)  # type: ignore[misc]
+            paired = np.fromiter((raw is not None for raw in pair_values), dtype=bool, count=n)
+            if paired.any():
+                found = [raw for raw in pair_values if raw is not None]
+                c.pair_known[:] = paired
+                c.pair_vec[paired] = decode_pairs(found, dim)
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
+
+
+def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
+    """Candidate features from the item records of one MGET (None: not in the index)."""
+    n = len(item_values)
+    c = CandidateFeatures.unknown(n, dim)
+    known = np.fromiter((raw is not None for raw in item_values), dtype=bool, count=n)
+    if not known.any():
+        return c
+    rows = np.flatnonzero(known)
+    items = decode_items([raw for raw in item_values if raw is not None], dim)
+    c.item_known[:] = known
+    c.id_hash[rows], c.brand_hash[rows] = items.id_hash, items.brand_hash
+    c.category[rows], c.brand[rows] = items.category, items.brand
+    c.price_bucket[rows] = items.price_bucket
+    c.item_vec[rows] = items.vec
+    titles, texts = items.titles, items.texts
+    if len(rows) < n:  # unknown items keep '' (the common case, all known, skips this)
+        titles, texts = [""] * n, [""] * n
+        for i, title, text in zip(rows.tolist(), items.titles, items.texts, strict=True):
+            titles[i], texts[i] = title, text
+    terms = ItemTerms.from_counts(
+        n,
+        rows,
+        items.title_terms,
+        items.title_term_counts,
+        items.text_terms,
+        items.text_term_counts,
+    )
+    return replace(c, titles=titles, texts=texts, terms=terms)
 
 
 def _log_failure(task: asyncio.Task[_LiveVersion]) -> None:
