@@ -17,7 +17,7 @@ price bucket, title, text), else defaults; the position is served as missing (bu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,7 @@ class Assembler:
         name: str,
         hashes: npt.NDArray[np.uint64],
         from_index: npt.NDArray[np.bool_],
-        raw: Sequence[object],
+        raw: Callable[[int], object],
     ) -> npt.NDArray[np.int64]:
         """Buckets of a hashed item field: from the index's precomputed hashes where it has
         them (one vectorized modulo), from the raw values elsewhere (unknown, supplied)."""
@@ -72,7 +72,7 @@ class Assembler:
         out = field.buckets_of_hashes(hashes)
         rest = np.flatnonzero(~from_index)
         if len(rest):
-            out[rest] = field.encode([raw[i] for i in rest.tolist()])
+            out[rest] = field.encode([raw(i) for i in rest.tolist()])
         return out
 
     def assemble(
@@ -117,12 +117,14 @@ class Assembler:
             "position": np.zeros(1, dtype=np.int64),  # served as missing: no position bias
         }
         per_item = {
-            "item_id": self._hashed_column("item_id", c.id_hash, c.item_known, item_ids),
+            "item_id": self._hashed_column(
+                "item_id", c.id_hash, c.item_known, item_ids.__getitem__
+            ),
             "item_brand": self._hashed_column(
                 "item_brand",
                 c.brand_hash,
                 c.item_known & (brand >= 0),
-                [_int_or_none(v) for v in brand.tolist()],
+                lambda i: _int_or_none(int(brand[i])),
             ),
             "item_category": spec["item_category"].encode(category),
             "item_price_bucket": spec["item_price_bucket"].encode(price),
