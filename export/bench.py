@@ -416,14 +416,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         pools = {n: request_pool(snapshot, n, 24, config.seed) for n in config.counts}
         # One worker: on 2 cores the other core belongs to Redis and this client, and a second
         # worker only adds contention (measured: p99 67 ms at 20 req/s with 2, 31 ms with 1).
+        run = _Run(config, result, snapshot, keys, loaded.version, client, progress, pools)
         with serving(config, namespace, workers=1, port=_free_port()) as service:
-            _latency(
-                config, result, service, pools, snapshot, keys, loaded.version, client, progress
-            )
-            _memory(result, service, snapshot, keys, loaded.version, client)
-            _throughput(config, result, service, snapshot, progress)
-        _naive(config, result, pools, snapshot, keys, loaded.version, client, progress)
-        _table5(config, result, progress)
+            _latency(run, service)
+            _memory(run, service)
+            _throughput(run, service)
+        _naive(run)
+        _table5(run)
     finally:
         for key in client.scan_iter(match=f"{namespace}:*", count=1000):
             client.delete(key)
@@ -433,17 +432,23 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
     return result
 
 
-def _latency(
-    config: BenchConfig,
-    result: BenchResult,
-    service: ServiceProcess,
-    pools: dict[int, list[Body]],
-    snapshot: Snapshot,
-    keys: KeySchema,
-    version: str,
-    client: redis.Redis,
-    progress: Callable[[str], None],
-) -> None:
+@dataclass(frozen=True)
+class _Run:
+    """What every part of one bench run shares."""
+
+    config: BenchConfig
+    result: BenchResult
+    snapshot: Snapshot
+    keys: KeySchema
+    version: str
+    client: redis.Redis
+    progress: Callable[[str], None]
+    pools: dict[int, list[Body]]
+
+
+def _latency(run: _Run, service: ServiceProcess) -> None:
+    config, result, snapshot, keys = run.config, run.result, run.snapshot, run.keys
+    version, client, progress, pools = run.version, run.client, run.progress, run.pools
     matcher = snapshot.query_matcher()
     loop = asyncio.new_event_loop()  # one loop for the store, as in the service
     store = RedisStore.from_url(config.redis_url, namespace=keys.namespace)
@@ -506,14 +511,14 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
     }
 
 
-def _memory(
-    result: BenchResult,
-    service: ServiceProcess,
-    snapshot: Snapshot,
-    keys: KeySchema,
-    version: str,
-    client: redis.Redis,
-) -> None:
+def _memory(run: _Run, service: ServiceProcess) -> None:
+    result, snapshot, keys, version, client = (
+        run.result,
+        run.snapshot,
+        run.keys,
+        run.version,
+        run.client,
+    )
     pid = service.worker_pids()[0]
     rng = np.random.default_rng(0)
 
@@ -545,16 +550,9 @@ def _memory(
     }
 
 
-def _naive(
-    config: BenchConfig,
-    result: BenchResult,
-    pools: dict[int, list[Body]],
-    snapshot: Snapshot,
-    keys: KeySchema,
-    version: str,
-    client: redis.Redis,
-    progress: Callable[[str], None],
-) -> None:
+def _naive(run: _Run) -> None:
+    config, result, snapshot, keys = run.config, run.result, run.snapshot, run.keys
+    version, client, progress, pools = run.version, run.client, run.progress, run.pools
     if config.prectr_run is None:
         result.naive = [{"skipped": "no --prectr-run given"}]
         return
@@ -566,13 +564,13 @@ def _naive(
     from training.train import load_saved_run
 
     torch.set_num_threads(1)  # as the service's runner: one intra-op thread
-    run = load_saved_run(config.prectr_run)
-    world = config.world or Path(run.meta["world"]["path"])
-    module = served_module("prectr", run.model, load_approximator(run, world))
+    saved = load_saved_run(config.prectr_run)
+    world = config.world or Path(saved.meta["world"]["path"])
+    module = served_module("prectr", saved.model, load_approximator(saved, world))
     matcher = snapshot.query_matcher()
-    names = [t.name for t in input_specs("prectr", run.spec)]
+    names = [t.name for t in input_specs("prectr", saved.spec)]
     naive = NaiveRanker(
-        module, names, Assembler(run.spec), client, keys, version, matcher, snapshot.meta.text_dim
+        module, names, Assembler(saved.spec), client, keys, version, matcher, snapshot.meta.text_dim
     )
     for count in config.counts:
         bodies = pools[count]
@@ -597,7 +595,8 @@ def _naive(
         )
 
 
-def _table5(config: BenchConfig, result: BenchResult, progress: Callable[[str], None]) -> None:
+def _table5(run: _Run) -> None:
+    config, result, progress = run.config, run.result, run.progress
     if config.elec_run is None:
         result.table5 = {"skipped": "no --elec-run given"}
         return
@@ -612,17 +611,17 @@ def _table5(config: BenchConfig, result: BenchResult, progress: Callable[[str], 
     from training.tower import train_text_tower
     from training.train import load_saved_run
 
-    run = load_saved_run(config.elec_run)
-    world_dir = config.world or Path(run.meta["world"]["path"])
-    params = build_config("vanilla", run.spec, run.config.model.params)
-    mllm, gain = MLLM(params), GainNetwork(run.spec, params)
+    saved = load_saved_run(config.elec_run)
+    world_dir = config.world or Path(saved.meta["world"]["path"])
+    params = build_config("vanilla", saved.spec, saved.config.model.params)
+    mllm, gain = MLLM(params), GainNetwork(saved.spec, params)
     mllm.load_state_dict(torch.load(config.elec_run / "mllm.pt", weights_only=True))
     gain.load_state_dict(torch.load(config.elec_run / "gain.pt", weights_only=True))
     mllm.eval()
     gain.eval()
     world = World.load(world_dir, mmap=True)
     features = ImpressionFeatures(
-        world, train_text_tower(world, world_dir, run.config.text_tower), run.spec
+        world, train_text_tower(world, world_dir, saved.config.text_tower), saved.spec
     )
     encoder = MiniLMEncoder(None, threads=1)
     vanilla = OnnxRunner(
@@ -652,13 +651,8 @@ def _table5(config: BenchConfig, result: BenchResult, progress: Callable[[str], 
     )
 
 
-def _throughput(
-    config: BenchConfig,
-    result: BenchResult,
-    service: ServiceProcess,
-    snapshot: Snapshot,
-    progress: Callable[[str], None],
-) -> None:
+def _throughput(run: _Run, service: ServiceProcess) -> None:
+    config, result, snapshot, progress = run.config, run.result, run.snapshot, run.progress
     rng = np.random.default_rng(config.seed)
     counts = rng.integers(100, 701, size=48)
     bodies = [request_pool(snapshot, int(c), 1, config.seed + i)[0] for i, c in enumerate(counts)]
