@@ -321,7 +321,7 @@ def model_inputs(
     return [
         assembler.assemble(
             b["user_id"], b["query"], [c["item_id"] for c in b["candidates"]], fetch(b), 12
-        ).inputs
+        )
         for b in bodies
     ]
 

@@ -83,7 +83,7 @@ class NaiveRanker:
         self, user_id: str, query: str, item_ids: Sequence[str], hour: int
     ) -> npt.NDArray[np.float32]:
         features = self.fetch(user_id, query, item_ids)
-        inputs = self.assembler.assemble(user_id, query, item_ids, features, hour).inputs
+        inputs = self.assembler.assemble(user_id, query, item_ids, features, hour)
         with torch.no_grad():
             outputs = self.module(
                 **{name: torch.from_numpy(inputs[name]) for name in self.input_names}

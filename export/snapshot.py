@@ -96,8 +96,8 @@ def write_snapshot(
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_tables(world, vectors, staging)
         query_texts = [normalize_text(str(t)) for t in world.queries["text"]]
+        _write_tables(world, vectors, query_texts, staging)
         (staging / "lexical").mkdir()
         index = build_index(lexical_vectors(query_texts, LEXICAL_DIM))
         (staging / "lexical" / "queries.faiss").write_bytes(serialize_index(index))
@@ -138,11 +138,12 @@ def write_snapshot(
     return Snapshot(out)
 
 
-def _write_tables(world: World, vectors: ReducedVectors, folder: Path) -> None:
+def _write_tables(
+    world: World, vectors: ReducedVectors, query_texts: list[str], folder: Path
+) -> None:
     for sub in ("queries", "items", "users", "history", "pairs", "lookup"):
         (folder / sub).mkdir(parents=True)
     queries, items, users, pairs = world.queries, world.items, world.users, world.pairs
-    query_texts = [normalize_text(str(t)) for t in queries["text"]]
     StringColumn.write(folder / "queries", "text", query_texts)
     np.save(folder / "queries" / "category.npy", _ints(queries["category"]))
     np.save(folder / "queries" / "vec.npy", vectors.queries.astype(VECTOR_DTYPE))

@@ -87,7 +87,7 @@ class ServiceState:
         faiss.omp_set_num_threads(s.faiss_threads)
         for path in s.models:
             model = await asyncio.to_thread(load_model, path, s)
-            self._serve(model)
+            self.serve_model(model)
         if not self.registry.names:
             raise RuntimeError("no models: set RANKER_MODELS to one or more package folders")
         default = s.default_model or self.registry.names[0]
@@ -112,7 +112,8 @@ class ServiceState:
         if self.store is not None:
             await self.store.close()
 
-    def _serve(self, model: LoadedModel) -> None:
+    def serve_model(self, model: LoadedModel) -> None:
+        """Serve ``model`` under its name (replacing any) and update the info gauge."""
         previous = self.registry.swap(model)
         if previous is not None:
             self._model_gauge(previous, 0)
@@ -375,7 +376,7 @@ async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
         log.warning("reload of %s refused: %s", path, err)
         raise ServiceError(ErrorCode.RELOAD_REFUSED, f"{path}: {err}") from err
     previous = state.registry.get(model.name)
-    state._serve(model)
+    state.serve_model(model)
     metrics.RELOADS.labels("swapped").inc()
     log.info(
         "model %s: %s -> %s", model.name, previous.version if previous else None, model.version
@@ -546,7 +547,7 @@ async def _rank(
     assembled = model.assembler.assemble(
         body.user_id, body.query, item_ids, features, hour, supplied
     )
-    inputs = {name: assembled.inputs[name] for name in model.runner.input_names}
+    inputs = {name: assembled[name] for name in model.runner.input_names}
     t_assemble = time.perf_counter()
 
     outputs = model.runner.run(inputs)
@@ -579,7 +580,7 @@ async def _rank(
 
     shadow = settings.shadow_model
     if shadow and shadow != model.name:
-        state.spawn(_score_shadow(state, shadow, model.name, assembled.inputs, scores))
+        state.spawn(_score_shadow(state, shadow, model.name, assembled, scores))
     done = time.perf_counter()
     timings = {
         "parse": _ms(t_parse - started),

@@ -18,7 +18,6 @@ price bucket, title, text), else defaults; the position is served as missing (bu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,13 +36,6 @@ from service.store import RequestFeatures
 Arrays = dict[str, npt.NDArray[Any]]
 #: Item values a request may supply per candidate (used where the index has no value).
 SUPPLIED_INT_FEATURES = ("item_category", "item_brand", "item_price_bucket")
-
-
-@dataclass(frozen=True)
-class Assembled:
-    inputs: Arrays
-    #: Candidates whose item the index lacked and the request filled in (by index).
-    supplied: int
 
 
 def _int_or_none(value: int) -> int | None:
@@ -83,17 +75,17 @@ class Assembler:
         features: RequestFeatures,
         hour: int,
         supplied: Sequence[SuppliedFeatures | None] | None = None,
-    ) -> Assembled:
+    ) -> Arrays:
         """All inputs of every family: each graph takes the subset it names."""
         spec, n = self.spec, len(item_ids)
         c, q, u = features.candidates, features.query, features.user
         category, brand, price = c.category.copy(), c.brand.copy(), c.price_bucket.copy()
         titles, texts = list(c.titles), list(c.texts)
-        filled = 0
+        filled = False
         for i, extra in enumerate(supplied or ()):
             if extra is None or c.item_known[i]:
                 continue
-            filled += 1
+            filled = True
             for name, column in zip(SUPPLIED_INT_FEATURES, (category, brand, price), strict=True):
                 value = getattr(extra, name)
                 if value is not None:
@@ -163,4 +155,4 @@ class Assembler:
             "history_pair_vec": history_pair,
             "history_mask": mask,
         }
-        return Assembled(inputs, filled)
+        return inputs

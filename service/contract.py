@@ -280,17 +280,9 @@ RELEVANCE_FEATURES: tuple[str, ...] = (
 _U64 = np.uint64
 
 
-def term_hashes(text: str) -> npt.NDArray[np.uint64]:
-    """The sorted, distinct 64-bit hashes of a text's terms (the index stores these).
-
-    >>> term_hashes("Wool socks, WOOL!").shape
-    (2,)
-    """
-    return _term_hashes(text)
-
-
 @functools.lru_cache(maxsize=200_000)
 def _term_hashes(text: str) -> npt.NDArray[np.uint64]:
+    """The sorted, distinct 64-bit hashes of a text's terms (what the index stores per item)."""
     hashes = np.fromiter((stable_hash("term", t) for t in _term_set(text)), dtype=_U64)
     hashes.sort()
     hashes.flags.writeable = False  # shared by the cache

@@ -312,9 +312,11 @@ def runner_for(
     package: ModelPackage, settings: RunnerSettings, precision: Precision | Literal["auto"]
 ) -> tuple[OnnxRunner, Precision]:
     """The package's graph for this device: fp16 only on a GPU (and only when asked or auto)."""
-    if precision == "fp16" or (precision == "auto" and "fp16" in package.manifest.graphs):
-        runner = OnnxRunner(package.graph_path("fp16"), settings)
-        # Only the session knows whether CUDA really came up; on a CPU fp32 is faster and exact.
-        if runner.on_gpu or precision == "fp16":
-            return runner, "fp16"
-    return OnnxRunner(package.graph_path("fp32"), settings), "fp32"
+    if precision == "fp16":
+        return OnnxRunner(package.graph_path("fp16"), settings), "fp16"
+    runner = OnnxRunner(package.graph_path("fp32"), settings)
+    # Only a session knows whether CUDA really came up: on a CPU fp32 is faster and exact, so
+    # the fp16 graph is opened only when the fp32 one landed on a GPU.
+    if precision == "auto" and runner.on_gpu and "fp16" in package.manifest.graphs:
+        return OnnxRunner(package.graph_path("fp16"), settings), "fp16"
+    return runner, "fp32"

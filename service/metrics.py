@@ -25,6 +25,8 @@ from prometheus_client import (  # after the environment is settled
     multiprocess,
 )
 
+from service.errors import ErrorCode
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -128,8 +130,6 @@ MISS_KINDS = ("query", "user", "item", "pair")
 
 def initialize(shadow: str | None) -> None:
     """Create every known label set at 0, so rates and alerts see a series from the start."""
-    from service.errors import ErrorCode
-
     for code in ErrorCode:
         ERRORS.labels(code.value)
     for kind in MISS_KINDS:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import uvicorn
 
 
@@ -63,11 +64,9 @@ def example_request(snapshot_dir: Path, candidates: int = 20) -> dict[str, Any]:
     from service.index.snapshot import Snapshot
 
     s = Snapshot(snapshot_dir)
-    user_row = int(
-        max(range(len(s.user_key)), key=lambda r: s.history_offsets[r + 1] - s.history_offsets[r])
-    )
+    user_row = int(np.argmax(np.diff(s.history_offsets)))  # the longest history
     query_row = int(s.pair_query[len(s.pair_query) // 2])
-    pair_rows = [r for r in range(len(s.pair_query)) if int(s.pair_query[r]) == query_row]
+    pair_rows = np.flatnonzero(np.asarray(s.pair_query) == query_row).tolist()
     items = [s.item_key[int(s.pair_item[r])] for r in pair_rows[:candidates]]
     return {
         "request_id": "demo-1",

@@ -84,10 +84,10 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
     """Every (key, value) of a snapshot under ``version``, the meta record excluded."""
     s = snapshot
     texts = s.query_text.to_list()
-    index = deserialize_index(s.lexical_index_path.read_bytes())
-    if index.ntotal != len(texts):
+    lexical = s.lexical_index_path.read_bytes()
+    if deserialize_index(lexical).ntotal != len(texts):
         raise LoadError("the snapshot's lexical index does not cover its queries")
-    yield keys.lexical_index(version), s.lexical_index_path.read_bytes()
+    yield keys.lexical_index(version), lexical
     yield keys.lexical_texts(version), "\n".join(texts).encode("utf-8")
     for row, text in enumerate(texts):
         yield keys.query(version, text), encode_query(int(s.query_category[row]), s.query_vec[row])
