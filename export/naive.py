@@ -61,6 +61,7 @@ class NaiveRanker:
         c = CandidateFeatures.unknown(len(item_ids), dim)
         empty = np.zeros(0, dtype=np.uint64)
         title_terms, text_terms = [empty] * len(item_ids), [empty] * len(item_ids)
+        titles, texts = [""] * len(item_ids), [""] * len(item_ids)
         for i, item_id in enumerate(item_ids):
             raw_item = self._get(self.keys.item(v, item_id))
             if raw_item is not None:
@@ -69,14 +70,15 @@ class NaiveRanker:
                 c.id_hash[i], c.brand_hash[i] = item.id_hash[0], item.brand_hash[0]
                 c.category[i], c.brand[i] = item.category[0], item.brand[0]
                 c.price_bucket[i], c.item_vec[i] = item.price_bucket[0], item.vec[0]
-                c.titles[i], c.texts[i] = item.titles[0], item.texts[0]
+                titles[i], texts[i] = item.titles[0], item.texts[0]
                 title_terms[i], text_terms[i] = item.title_terms, item.text_terms
             if match.row >= 0:
                 raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))
                 if raw_pair is not None:
                     c.pair_known[i] = True
                     c.pair_vec[i] = decode_pairs([raw_pair], dim)[0]
-        c = replace(c, terms=ItemTerms.from_lists(title_terms, text_terms))
+        terms = ItemTerms.from_lists(title_terms, text_terms)
+        c = replace(c, titles=titles, texts=texts, terms=terms)
         return RequestFeatures(v, q, user, c, {})
 
     def rank(

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from service.contract import (
     HISTORY_LENGTH,
+    MISSING_BUCKET,
     FeatureSpec,
     ItemTerms,
     relevance_features_of_terms,
@@ -50,6 +51,7 @@ class Assembler:
         self.categorical = tuple(f.name for f in spec.select(kind="categorical"))
         self.dense = tuple(f.name for f in spec.select(kind="dense"))
         self.relevance = spec.relevance_features
+        self.fields = {f.name: f for f in spec.fields}  # by name, without a scan per lookup
 
     def _hashed_column(
         self,
@@ -60,7 +62,7 @@ class Assembler:
     ) -> npt.NDArray[np.int64]:
         """Buckets of a hashed item field: from the index's precomputed hashes where it has
         them (one vectorized modulo), from the raw values elsewhere (unknown, supplied)."""
-        field = self.spec[name]
+        field = self.fields[name]
         out = field.buckets_of_hashes(hashes)
         rest = np.flatnonzero(~from_index)
         if len(rest):
@@ -77,36 +79,45 @@ class Assembler:
         supplied: Sequence[SuppliedFeatures | None] | None = None,
     ) -> Arrays:
         """All inputs of every family: each graph takes the subset it names."""
-        spec, n = self.spec, len(item_ids)
+        fields, n = self.fields, len(item_ids)
         c, q, u = features.candidates, features.query, features.user
-        category, brand, price = c.category.copy(), c.brand.copy(), c.price_bucket.copy()
-        titles, texts = list(c.titles), list(c.texts)
-        filled = False
-        for i, extra in enumerate(supplied or ()):
-            if extra is None or c.item_known[i]:
-                continue
-            filled = True
-            for name, column in zip(SUPPLIED_INT_FEATURES, (category, brand, price), strict=True):
-                value = getattr(extra, name)
-                if value is not None:
-                    column[i] = value
-            titles[i] = extra.title if extra.title is not None else titles[i]
-            texts[i] = extra.text if extra.text is not None else texts[i]
+        category, brand, price = c.category, c.brand, c.price_bucket
+        titles: Sequence[str] = c.titles
+        texts: Sequence[str] = c.texts
+        # Supplied values stand in only for items the index lacks.
+        filled = [
+            (i, extra)
+            for i, extra in enumerate(supplied or ())
+            if extra is not None and not c.item_known[i]
+        ]
+        if filled:
+            category, brand, price = category.copy(), brand.copy(), price.copy()
+            title_list, text_list = list(titles), list(texts)
+            for i, extra in filled:
+                for name, column in zip(
+                    SUPPLIED_INT_FEATURES, (category, brand, price), strict=True
+                ):
+                    value = getattr(extra, name)
+                    if value is not None:
+                        column[i] = value
+                title_list[i] = extra.title if extra.title is not None else title_list[i]
+                text_list[i] = extra.text if extra.text is not None else text_list[i]
+            titles, texts = title_list, text_list
 
         is_search = q.match.kind != "empty"
         resolved = q.match.row >= 0
         id_text = q.match.matched_text if resolved else q.match.text
         # Request-level fields are one bucket for every row; per-item fields are columns.
         per_request = {
-            "user_id": spec["user_id"].encode([user_id]),
-            "user_age": spec["user_age"].encode([_int_or_none(u.age)]),
-            "user_gender": spec["user_gender"].encode([_int_or_none(u.gender)]),
-            "user_city_tier": spec["user_city_tier"].encode([_int_or_none(u.city_tier)]),
-            "query_id": spec["query_id"].encode([id_text]),
-            "query_category": spec["query_category"].encode([_int_or_none(q.category)]),
-            "is_search": spec["is_search"].encode([int(is_search)]),
-            "hour": spec["hour"].encode([hour]),
-            "position": np.zeros(1, dtype=np.int64),  # served as missing: no position bias
+            "user_id": fields["user_id"].encode_one(user_id),
+            "user_age": fields["user_age"].encode_one(_int_or_none(u.age)),
+            "user_gender": fields["user_gender"].encode_one(_int_or_none(u.gender)),
+            "user_city_tier": fields["user_city_tier"].encode_one(_int_or_none(u.city_tier)),
+            "query_id": fields["query_id"].encode_one(id_text),
+            "query_category": fields["query_category"].encode_one(_int_or_none(q.category)),
+            "is_search": fields["is_search"].encode_one(int(is_search)),
+            "hour": fields["hour"].encode_one(hour),
+            "position": MISSING_BUCKET,  # served as missing: no position bias
         }
         per_item = {
             "item_id": self._hashed_column(
@@ -118,12 +129,12 @@ class Assembler:
                 c.item_known & (brand >= 0),
                 lambda i: _int_or_none(int(brand[i])),
             ),
-            "item_category": spec["item_category"].encode(category),
-            "item_price_bucket": spec["item_price_bucket"].encode(price),
+            "item_category": fields["item_category"].encode(category),
+            "item_price_bucket": fields["item_price_bucket"].encode(price),
         }
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, name in enumerate(self.categorical):
-            categorical[:, j] = per_request[name][0] if name in per_request else per_item[name]
+            categorical[:, j] = per_request[name] if name in per_request else per_item[name]
         dense: dict[str, npt.NDArray[np.float32]] = {
             "history_length": np.full(n, len(u.history_query_vec) / HISTORY_LENGTH, np.float32),
             "query_length": np.full(n, len(tokenize(query)) / 4.0, np.float32),

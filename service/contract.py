@@ -92,6 +92,17 @@ class FeatureField:
             raise TypeError(f"{self.name} is not a hashed categorical field")
         return (hashes % np.uint64(self.buckets - 1)).astype(np.int64) + 1
 
+    def encode_one(self, value: object) -> int:
+        """`encode` of one value (a request-level field, once per request).
+
+        >>> f = FeatureField("user_age", "user", "categorical", buckets=8, hashed=False)
+        >>> [f.encode_one(v) for v in (0, 7, None)] == f.encode([0, 7, None]).tolist()
+        True
+        """
+        if self.hashed and self.kind == "categorical" and self.buckets is not None:
+            return stable_bucket(self.name, value, self.buckets)
+        return int(self.encode((value,))[0])
+
     def encode(self, values: Iterable[object]) -> npt.NDArray[np.int64]:
         """Map raw categorical values to embedding buckets (0 for missing: None or '').
 
@@ -382,6 +393,31 @@ def relevance_features(
     )
 
 
+#: Up to this many query terms, one equality pass per term beats np.isin's sort.
+_FEW_TERMS = 8
+
+
+def _segment_hits(
+    flat: npt.NDArray[np.uint64], offsets: npt.NDArray[np.int64], wanted: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.int64]:
+    """How many hashes of each CSR segment are in ``wanted`` (segments hold distinct hashes).
+
+    >>> flat = np.array([1, 2, 3, 2, 9], dtype=np.uint64)
+    >>> _segment_hits(flat, np.array([0, 3, 3, 5]), np.array([2, 3], dtype=np.uint64)).tolist()
+    [2, 0, 1]
+    """
+    if len(wanted) <= _FEW_TERMS:
+        hit = np.zeros(len(flat), dtype=bool)
+        for term in wanted:
+            hit |= flat == term
+    else:
+        hit = np.isin(flat, wanted)
+    running = np.zeros(len(flat) + 1, dtype=np.int64)  # hits before each position
+    np.cumsum(hit, out=running[1:])
+    counts: npt.NDArray[np.int64] = running[offsets[1:]] - running[offsets[:-1]]
+    return counts
+
+
 def relevance_features_of_terms(
     query: str,
     query_category: int,
@@ -402,10 +438,8 @@ def relevance_features_of_terms(
     if query_category >= 0:
         out[:, 0] = np.asarray(item_categories, dtype=np.int64) == query_category
     title_counts = np.diff(terms.title_offsets)
-    owner = np.repeat(np.arange(n), title_counts)
-    hits = np.bincount(owner, weights=np.isin(terms.title, query_terms), minlength=n)
-    owner = np.repeat(np.arange(n), np.diff(terms.text_offsets))
-    in_text = np.bincount(owner, weights=np.isin(terms.text, query_terms), minlength=n)
+    hits = _segment_hits(terms.title, terms.title_offsets, query_terms)
+    in_text = _segment_hits(terms.text, terms.text_offsets, query_terms)
     out[:, 1] = hits / k
     out[:, 2] = (hits + in_text) / k
     out[:, 3] = hits / (k + title_counts - hits)  # |Q & T| / |Q | T|

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from typing import Any, Literal, Protocol
 
 import hiredis
@@ -36,7 +38,13 @@ from redis.asyncio.cluster import RedisCluster
 from service.contract import ItemTerms, normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
-from service.index.records import decode_items, decode_pairs, decode_query, decode_user
+from service.index.records import (
+    TextColumn,
+    decode_items,
+    decode_pairs,
+    decode_query,
+    decode_user,
+)
 from service.index.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotMeta
 
 log = logging.getLogger(__name__)
@@ -78,8 +86,8 @@ class CandidateFeatures:
     brand: IntArray
     price_bucket: IntArray
     item_vec: FloatArray  # (N, D), zeros for unknown items
-    titles: list[str]  # '' for unknown items
-    texts: list[str]
+    titles: Sequence[str]  # '' for unknown items (the stores decode only what is read)
+    texts: Sequence[str]
     pair_known: BoolArray  # (N,) True where the index holds the (query, item) pair vector
     pair_vec: FloatArray  # (N, D), zeros where unknown
     terms: ItemTerms  # term hashes of titles and texts (none for unknown items)
@@ -96,8 +104,8 @@ class CandidateFeatures:
             brand=np.full(n, -1, dtype=np.int32),
             price_bucket=np.full(n, -1, dtype=np.int32),
             item_vec=np.zeros((n, dim), dtype=np.float32),
-            titles=[""] * n,
-            texts=[""] * n,
+            titles=TextColumn.empty(n),
+            texts=TextColumn.empty(n),
             pair_known=np.zeros(n, dtype=bool),
             pair_vec=np.zeros((n, dim), dtype=np.float32),
             terms=ItemTerms(no_terms, no_offsets, no_terms, no_offsets),
@@ -231,12 +239,15 @@ class EmbeddedStore:
         ):
             column[known] = source[at[known]]
         c.item_vec[known] = s.item_vec[at[known]]
-        for i in np.flatnonzero(known):
-            c.titles[i], c.texts[i] = s.item_title[int(at[i])], s.item_text[int(at[i])]
         pair_rows = s.pair_rows(match.row, rows)
         c.pair_known[:] = pair_rows >= 0
         c.pair_vec[c.pair_known] = s.pair_vec[pair_rows[c.pair_known]]
-        c = replace(c, terms=s.item_terms(rows))
+        c = replace(
+            c,
+            titles=s.item_title.take(rows),
+            texts=s.item_text.take(rows),
+            terms=s.item_terms(rows),
+        )
         return RequestFeatures(self.version, q, user, c, _misses(match, user, c))
 
 
@@ -425,7 +436,7 @@ class RedisStore:
         c = _candidates(values[3 : 3 + n], dim)
         if match.row >= 0:
             pair_values = values[4 + n :]
-            paired = np.fromiter((raw is not None for raw in pair_values), dtype=bool, count=n)
+            paired = _present(pair_values)
             if paired.any():
                 found = [raw for raw in pair_values if raw is not None]
                 c.pair_known[:] = paired
@@ -433,11 +444,18 @@ class RedisStore:
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 
+def _present(values: list[bytes | None]) -> BoolArray:
+    """Which values the MGET found (None: the key is not in the index)."""
+    if None not in values:  # the common case, one C-level scan
+        return np.ones(len(values), dtype=bool)
+    return np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=len(values))
+
+
 def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
     """Candidate features from the item records of one MGET (None: not in the index)."""
     n = len(item_values)
     c = CandidateFeatures.unknown(n, dim)
-    known = np.fromiter((raw is not None for raw in item_values), dtype=bool, count=n)
+    known = _present(item_values)
     if not known.any():
         return c
     rows = np.flatnonzero(known)
@@ -447,11 +465,6 @@ def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
     c.category[rows], c.brand[rows] = items.category, items.brand
     c.price_bucket[rows] = items.price_bucket
     c.item_vec[rows] = items.vec
-    titles, texts = items.titles, items.texts
-    if len(rows) < n:  # unknown items keep '' (the common case, all known, skips this)
-        titles, texts = [""] * n, [""] * n
-        for i, title, text in zip(rows.tolist(), items.titles, items.texts, strict=True):
-            titles[i], texts[i] = title, text
     terms = ItemTerms.from_counts(
         n,
         rows,
@@ -460,6 +473,7 @@ def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
         items.text_terms,
         items.text_term_counts,
     )
+    titles, texts = items.titles.scatter(n, rows), items.texts.scatter(n, rows)
     return replace(c, titles=titles, texts=texts, terms=terms)
 
 

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +76,62 @@ def encode_item(
     return head + _vec_bytes(vec) + t + x + terms
 
 
+class TextColumn(Sequence[str]):
+    """N strings held as UTF-8 slices of one buffer, decoded only when read.
+
+    The request path reads few of them (a title only where the phrase test needs it), so a batch
+    of records costs no decode per item. ``starts[i] == stops[i]`` is the empty string (the form
+    of an item the index lacks).
+
+    >>> column = TextColumn(b"red shoeshat", np.array([0, 9, 0]), np.array([9, 12, 0]))
+    >>> list(column)
+    ['red shoes', 'hat', '']
+    """
+
+    def __init__(
+        self,
+        buffer: bytes | mmap.mmap,
+        starts: npt.NDArray[np.int64],
+        stops: npt.NDArray[np.int64],
+    ) -> None:
+        self.buffer, self.starts, self.stops = buffer, starts, stops
+
+    @classmethod
+    def empty(cls, n: int) -> TextColumn:
+        zeros = np.zeros(n, dtype=np.int64)
+        return cls(b"", zeros, zeros)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        start, stop = int(self.starts[index]), int(self.stops[index])
+        return self.buffer[start:stop].decode("utf-8")
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same strings."""
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"TextColumn({len(self)} strings)"
+
+    def scatter(self, n: int, rows: npt.NDArray[np.int64]) -> TextColumn:
+        """These strings at ``rows`` of an ``n``-long column whose other rows are empty."""
+        starts, stops = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        starts[rows], stops[rows] = self.starts, self.stops
+        return TextColumn(self.buffer, starts, stops)
+
+
 @dataclass(frozen=True)
 class ItemBatch:
     """Many item records decoded at once (the request path's form)."""
@@ -84,8 +142,8 @@ class ItemBatch:
     brand: npt.NDArray[np.int32]
     price_bucket: npt.NDArray[np.int32]
     vec: Vector  # (k, D) float16
-    titles: list[str]
-    texts: list[str]
+    titles: TextColumn
+    texts: TextColumn
     title_terms: npt.NDArray[np.uint64]  # all records' title term hashes, in record order
     title_term_counts: npt.NDArray[np.int64]  # (k,)
     text_terms: npt.NDArray[np.uint64]
@@ -109,27 +167,33 @@ def _item_dtype(dim: int) -> np.dtype[Any]:
     )
 
 
-def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
-    """Item records -> columns: the fixed-size heads and vectors in one frombuffer."""
+def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
+    """Item records -> columns: the fixed-size heads in one frombuffer, every record's term
+    hashes in another, titles and texts left encoded until read. A record whose length
+    disagrees with its head is a ValueError."""
     dtype = _item_dtype(dim)
-    fixed = dtype.itemsize
+    fixed, k = dtype.itemsize, len(raws)
+    sizes = np.fromiter(map(len, raws), dtype=np.int64, count=k)
+    if (sizes < fixed).any():
+        raise ValueError(f"an item record is shorter than its {fixed}-byte head")
     heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
-    n_title, n_text = heads["n_title"].tolist(), heads["n_text"].tolist()
     n_title_terms = heads["n_title_terms"].astype(np.int64)
     n_text_terms = heads["n_text_terms"].astype(np.int64)
-    titles, texts, term_bytes = [], [], []
-    for raw, title_len, text_len, terms_len in zip(
-        raws, n_title, n_text, (8 * (n_title_terms + n_text_terms)).tolist(), strict=True
-    ):
-        at = fixed + title_len + text_len
-        titles.append(raw[fixed : fixed + title_len].decode("utf-8"))
-        texts.append(raw[fixed + title_len : at].decode("utf-8"))
-        term_bytes.append(raw[at : at + terms_len])
-    # Every record's terms in one buffer: [title 1, text 1, title 2, text 2, ...]; split with
-    # segment labels instead of a Python slice per item.
-    flat = np.frombuffer(b"".join(term_bytes), dtype=_U64)
+    terms_at = fixed + heads["n_title"].astype(np.int64) + heads["n_text"]  # within a record
+    if (terms_at + _U64.itemsize * (n_title_terms + n_text_terms) != sizes).any():
+        raise ValueError("an item record's length does not match its head")
+    # Term hashes end every record: [title 1, text 1, title 2, text 2, ...] in one buffer, split
+    # with segment labels instead of a Python slice per item.
+    flat = np.frombuffer(
+        b"".join([raw[at:] for raw, at in zip(raws, terms_at.tolist(), strict=True)]), _U64
+    )
     lengths = np.stack([n_title_terms, n_text_terms], axis=1).ravel()
     is_title = np.repeat(np.arange(len(lengths)) % 2 == 0, lengths)
+    starts = np.zeros(k, dtype=np.int64)  # of each record in the joined buffer
+    np.cumsum(sizes[:-1], out=starts[1:])
+    buffer = b"".join(raws)
+    title_starts = starts + fixed
+    text_starts = title_starts + heads["n_title"]
     return ItemBatch(
         heads["id_hash"],
         heads["brand_hash"],
@@ -137,8 +201,8 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
         heads["brand"],
         heads["price_bucket"],
         heads["vec"],
-        titles,
-        texts,
+        TextColumn(buffer, title_starts, text_starts),
+        TextColumn(buffer, text_starts, starts + terms_at),
         flat[is_title],
         n_title_terms,
         flat[~is_title],

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from service.contract import ItemTerms, stable_hash
 from service.index.lexical import QueryMatcher, deserialize_index
+from service.index.records import TextColumn
 
 SNAPSHOT_FORMAT = 3  # 2: items carry their term hashes; 3: and their id and brand hashes
 META_FILE = "meta.json"
@@ -97,6 +98,14 @@ class StringColumn:
 
     def to_list(self) -> list[str]:
         return [self[i] for i in range(len(self))]
+
+    def take(self, rows: Int64Array) -> TextColumn:
+        """These rows' strings, decoded only when read ('' where a row is -1)."""
+        if len(self) == 0:
+            return TextColumn.empty(len(rows))
+        known, at = rows >= 0, np.maximum(rows, 0)
+        starts = np.where(known, self.offsets[at], 0)
+        return TextColumn(self.blob, starts, np.where(known, self.offsets[at + 1], 0))
 
     @staticmethod
     def write(folder: Path, name: str, values: list[str]) -> None:

@@ -12,7 +12,7 @@ import redis
 from service.index.keys import KeySchema
 from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
-from service.store import EmbeddedStore, FeatureStore, RedisStore
+from service.store import EmbeddedStore, FeatureStore, IndexUnavailable, RedisStore
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -69,7 +69,7 @@ async def test_known_entities_come_back_exactly_as_the_snapshot_holds_them(
     assert c.item_known.all() and c.pair_known.all()
     np.testing.assert_array_equal(c.item_vec, s.item_vec[item_rows].astype(np.float32))
     np.testing.assert_array_equal(c.category, s.item_category[item_rows])
-    assert c.titles == [s.item_title[r] for r in item_rows]
+    assert list(c.titles) == [s.item_title[r] for r in item_rows]
     pair_rows = s.pair_rows(query_row, np.asarray(item_rows))
     np.testing.assert_array_equal(c.pair_vec, s.pair_vec[pair_rows].astype(np.float32))
 
@@ -170,3 +170,21 @@ async def test_both_stores_answer_a_mixed_request_identically(
             assert a.candidates.texts == b.candidates.texts
     finally:
         await remote.close()
+
+
+async def test_a_record_not_of_this_layout_makes_the_index_unavailable_not_a_crash(
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    keys = KeySchema(prefix)
+    client = redis.Redis.from_url(url)
+    loaded = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    user_id, query, _, item_ids, _ = _known(tiny_snapshot)
+    store = RedisStore.from_url(url, namespace=prefix)
+    await store.fetch(user_id, query, item_ids)  # whole: fine
+    key = keys.item(loaded.version, item_ids[1])
+    client.set(key, client.get(key)[:-3])  # type: ignore[index]
+    with pytest.raises(IndexUnavailable, match="undecodable"):
+        await store.fetch(user_id, query, item_ids)
+    await store.close()
+    client.close()
