@@ -10,7 +10,6 @@ not about a strawman's features.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,6 @@ import torch
 from torch import nn
 
 from service.assemble import Assembler
-from service.contract import ItemTerms
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
 from service.index.records import decode_items, decode_pairs, decode_query
@@ -58,27 +56,19 @@ class NaiveRanker:
             if raw_query is not None:
                 record = decode_query(raw_query, dim)
                 q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
-        c = CandidateFeatures.unknown(len(item_ids), dim)
-        empty = np.zeros(0, dtype=np.uint64)
-        title_terms, text_terms = [empty] * len(item_ids), [empty] * len(item_ids)
-        titles, texts = [""] * len(item_ids), [""] * len(item_ids)
-        for i, item_id in enumerate(item_ids):
-            raw_item = self._get(self.keys.item(v, item_id))
-            if raw_item is not None:
-                item = decode_items([raw_item], dim)
-                c.item_known[i] = True
-                c.id_hash[i], c.brand_hash[i] = item.id_hash[0], item.brand_hash[0]
-                c.category[i], c.brand[i] = item.category[0], item.brand[0]
-                c.price_bucket[i], c.item_vec[i] = item.price_bucket[0], item.vec[0]
-                titles[i], texts[i] = item.titles[0], item.texts[0]
-                title_terms[i], text_terms[i] = item.title_terms, item.text_terms
-            if match.row >= 0:
+        n = len(item_ids)
+        raw_items = [self._get(self.keys.item(v, item_id)) for item_id in item_ids]
+        rows = np.array([i for i, raw in enumerate(raw_items) if raw is not None], dtype=np.int64)
+        c = CandidateFeatures.unknown(n, dim)
+        if len(rows):
+            found = decode_items([raw for raw in raw_items if raw is not None], dim)
+            c = CandidateFeatures.of_items(found).scatter(n, rows)
+        if match.row >= 0:
+            for i, item_id in enumerate(item_ids):
                 raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))
                 if raw_pair is not None:
                     c.pair_known[i] = True
                     c.pair_vec[i] = decode_pairs([raw_pair], dim)[0]
-        terms = ItemTerms.from_lists(title_terms, text_terms)
-        c = replace(c, titles=titles, texts=texts, terms=terms)
         return RequestFeatures(v, q, user, c, {})
 
     def rank(

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import HISTORY_LENGTH, ItemTerms, item_hashes, normalize_text
+from service.contract import (
+    HISTORY_LENGTH,
+    csr,
+    item_hashes,
+    item_term_hashes,
+    normalize_text,
+)
 from service.index.lexical import LEXICAL_DIM, build_index, lexical_vectors, serialize_index
 from service.index.snapshot import (
     META_FILE,
@@ -161,11 +167,14 @@ def _write_tables(
     np.save(folder / "items" / "id_hash.npy", np.ascontiguousarray(hashes[:, 0]))
     np.save(folder / "items" / "brand_hash.npy", np.ascontiguousarray(hashes[:, 1]))
     np.save(folder / "items" / "vec.npy", vectors.items.astype(VECTOR_DTYPE))
-    terms = ItemTerms.of_texts([str(t) for t in items["title"]], [str(t) for t in items["text"]])
-    np.save(folder / "items" / "title_terms.npy", terms.title)
-    np.save(folder / "items" / "title_terms_offsets.npy", terms.title_offsets)
-    np.save(folder / "items" / "text_terms.npy", terms.text)
-    np.save(folder / "items" / "text_terms_offsets.npy", terms.text_offsets)
+    terms = [
+        item_term_hashes(str(title), str(text))
+        for title, text in zip(items["title"], items["text"], strict=True)
+    ]
+    for part, runs in (("title", [t[0] for t in terms]), ("text", [t[1] for t in terms])):
+        flat, offsets = csr(runs)
+        np.save(folder / "items" / f"{part}_terms.npy", flat)
+        np.save(folder / "items" / f"{part}_terms_offsets.npy", offsets)
 
     user_keys = [str(k) for k in users["user_key"]]
     StringColumn.write(folder / "users", "key", user_keys)

@@ -309,20 +309,36 @@ def item_term_hashes(
     return in_title, np.setdiff1d(in_text, in_title, assume_unique=True)
 
 
+def csr(
+    parts: Sequence[npt.NDArray[np.uint64]],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """Arrays -> (their concatenation, (len(parts) + 1,) offsets bounding each)."""
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(part) for part in parts], out=offsets[1:])
+    flat = np.concatenate(parts) if len(parts) else np.zeros(0, dtype=_U64)
+    return flat.astype(_U64, copy=False), offsets
+
+
 @dataclass(frozen=True)
 class ItemTerms:
     """The term hashes of N items in CSR form: what the lexical relevance features read.
 
-    title / text: concatenated hashes (text: terms not in the title); *_offsets: (N + 1,).
+    Item i's run is ``hashes[offsets[i]:offsets[i + 1]]``: its ``title_counts[i]`` title term
+    hashes, then the hashes of its text terms the title lacks (the layout of an index record, so
+    the request path decodes it without splitting).
     """
 
-    title: npt.NDArray[np.uint64]
-    title_offsets: npt.NDArray[np.int64]
-    text: npt.NDArray[np.uint64]
-    text_offsets: npt.NDArray[np.int64]
+    hashes: npt.NDArray[np.uint64]
+    offsets: npt.NDArray[np.int64]  # (N + 1,)
+    title_counts: npt.NDArray[np.int64]  # (N,)
 
     def __len__(self) -> int:
-        return len(self.title_offsets) - 1
+        return len(self.title_counts)
+
+    @classmethod
+    def none(cls, n: int) -> ItemTerms:
+        """N items without terms (unknown items)."""
+        return cls(np.zeros(0, dtype=_U64), np.zeros(n + 1, dtype=np.int64), np.zeros(n, np.int64))
 
     @classmethod
     def from_lists(
@@ -330,34 +346,18 @@ class ItemTerms:
         titles: Sequence[npt.NDArray[np.uint64]],
         texts: Sequence[npt.NDArray[np.uint64]],
     ) -> ItemTerms:
-        def csr(parts: Sequence[npt.NDArray[np.uint64]]) -> tuple[Any, Any]:
-            offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-            np.cumsum([len(part) for part in parts], out=offsets[1:])
-            flat = np.concatenate(parts) if len(parts) else np.zeros(0, dtype=_U64)
-            return flat.astype(_U64, copy=False), offsets
+        """Per item: its title term hashes and its text-only term hashes."""
+        hashes, offsets = csr([part for pair in zip(titles, texts, strict=True) for part in pair])
+        return cls(hashes, offsets[::2].copy(), np.diff(offsets)[::2].copy())
 
-        title, title_offsets = csr(titles)
-        text, text_offsets = csr(texts)
-        return cls(title, title_offsets, text, text_offsets)
-
-    @classmethod
-    def from_counts(
-        cls,
-        n: int,
-        rows: Sequence[int] | npt.NDArray[np.integer[Any]],
-        title: npt.NDArray[np.uint64],
-        title_counts: npt.NDArray[np.int64],
-        text: npt.NDArray[np.uint64],
-        text_counts: npt.NDArray[np.int64],
-    ) -> ItemTerms:
-        """N items of which ``rows`` (increasing) have the given terms, in that order."""
-
-        def offsets(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-            full = np.zeros(n + 1, dtype=np.int64)
-            full[np.asarray(rows, dtype=np.int64) + 1] = counts
-            return np.cumsum(full)
-
-        return cls(title, offsets(title_counts), text, offsets(text_counts))
+    def scatter(self, n: int, rows: npt.NDArray[np.int64]) -> ItemTerms:
+        """These items' runs at ``rows`` (increasing) of N items whose other rows have none."""
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        offsets[rows + 1] = np.diff(self.offsets)
+        np.cumsum(offsets, out=offsets)
+        title_counts = np.zeros(n, dtype=np.int64)
+        title_counts[rows] = self.title_counts
+        return ItemTerms(self.hashes[self.offsets[0] :], offsets, title_counts)
 
     @classmethod
     def of_texts(cls, titles: Sequence[str], texts: Sequence[str]) -> ItemTerms:
@@ -397,25 +397,18 @@ def relevance_features(
 _FEW_TERMS = 8
 
 
-def _segment_hits(
-    flat: npt.NDArray[np.uint64], offsets: npt.NDArray[np.int64], wanted: npt.NDArray[np.uint64]
-) -> npt.NDArray[np.int64]:
-    """How many hashes of each CSR segment are in ``wanted`` (segments hold distinct hashes).
+def _is_any(hashes: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]) -> Any:
+    """Which of ``hashes`` are in ``wanted`` (a boolean array like ``hashes``).
 
-    >>> flat = np.array([1, 2, 3, 2, 9], dtype=np.uint64)
-    >>> _segment_hits(flat, np.array([0, 3, 3, 5]), np.array([2, 3], dtype=np.uint64)).tolist()
-    [2, 0, 1]
+    >>> _is_any(np.array([1, 2, 3], dtype=np.uint64), np.array([3, 1], dtype=np.uint64)).tolist()
+    [True, False, True]
     """
-    if len(wanted) <= _FEW_TERMS:
-        hit = np.zeros(len(flat), dtype=bool)
-        for term in wanted:
-            hit |= flat == term
-    else:
-        hit = np.isin(flat, wanted)
-    running = np.zeros(len(flat) + 1, dtype=np.int64)  # hits before each position
-    np.cumsum(hit, out=running[1:])
-    counts: npt.NDArray[np.int64] = running[offsets[1:]] - running[offsets[:-1]]
-    return counts
+    if len(wanted) > _FEW_TERMS:
+        return np.isin(hashes, wanted)
+    hit = np.zeros(len(hashes), dtype=bool)
+    for term in wanted:
+        hit |= hashes == term
+    return hit
 
 
 def relevance_features_of_terms(
@@ -437,12 +430,16 @@ def relevance_features_of_terms(
         return out
     if query_category >= 0:
         out[:, 0] = np.asarray(item_categories, dtype=np.int64) == query_category
-    title_counts = np.diff(terms.title_offsets)
-    hits = _segment_hits(terms.title, terms.title_offsets, query_terms)
-    in_text = _segment_hits(terms.text, terms.text_offsets, query_terms)
+    # Query terms found so far along the flat hashes; an item's hits are differences of it at
+    # its run's bounds (one pass for every item, title and text alike).
+    found = np.zeros(len(terms.hashes) + 1, dtype=np.int64)
+    np.cumsum(_is_any(terms.hashes, query_terms), out=found[1:])
+    starts, stops = terms.offsets[:-1], terms.offsets[1:]
+    title_stops = starts + terms.title_counts
+    hits = found[title_stops] - found[starts]
     out[:, 1] = hits / k
-    out[:, 2] = (hits + in_text) / k
-    out[:, 3] = hits / (k + title_counts - hits)  # |Q & T| / |Q | T|
+    out[:, 2] = (found[stops] - found[starts]) / k
+    out[:, 3] = hits / (k + terms.title_counts - hits)  # |Q & T| / |Q | T|
     phrase = f" {normalize_text(query)} "
     for i in np.flatnonzero(hits == k).tolist():  # every term present: is it the phrase?
         out[i, 4] = phrase in f" {normalize_text(titles[i])} "

@@ -39,6 +39,7 @@ from service.contract import ItemTerms, normalize_text
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.records import (
+    ItemBatch,
     TextColumn,
     decode_items,
     decode_pairs,
@@ -86,16 +87,14 @@ class CandidateFeatures:
     brand: IntArray
     price_bucket: IntArray
     item_vec: FloatArray  # (N, D), zeros for unknown items
-    titles: Sequence[str]  # '' for unknown items (the stores decode only what is read)
-    texts: Sequence[str]
+    titles: TextColumn  # '' for unknown items (decoded only where read)
+    texts: TextColumn
     pair_known: BoolArray  # (N,) True where the index holds the (query, item) pair vector
     pair_vec: FloatArray  # (N, D), zeros where unknown
     terms: ItemTerms  # term hashes of titles and texts (none for unknown items)
 
     @classmethod
     def unknown(cls, n: int, dim: int) -> CandidateFeatures:
-        no_terms = np.zeros(0, dtype=np.uint64)
-        no_offsets = np.zeros(n + 1, dtype=np.int64)
         return cls(
             item_known=np.zeros(n, dtype=bool),
             id_hash=np.zeros(n, dtype=np.uint64),
@@ -108,8 +107,52 @@ class CandidateFeatures:
             texts=TextColumn.empty(n),
             pair_known=np.zeros(n, dtype=bool),
             pair_vec=np.zeros((n, dim), dtype=np.float32),
-            terms=ItemTerms(no_terms, no_offsets, no_terms, no_offsets),
+            terms=ItemTerms.none(n),
         )
+
+    @classmethod
+    def of_items(cls, items: ItemBatch) -> CandidateFeatures:
+        """Candidates that are all these index records, in order (no pair vector yet)."""
+        k, dim = items.vec.shape
+        return cls(
+            item_known=np.ones(k, dtype=bool),
+            id_hash=items.id_hash,
+            brand_hash=items.brand_hash,
+            category=items.category,
+            brand=items.brand,
+            price_bucket=items.price_bucket,
+            item_vec=items.vec.astype(np.float32),
+            titles=items.titles,
+            texts=items.texts,
+            pair_known=np.zeros(k, dtype=bool),
+            pair_vec=np.zeros((k, dim), dtype=np.float32),
+            terms=items.terms,
+        )
+
+    def scatter(self, n: int, rows: npt.NDArray[np.int64]) -> CandidateFeatures:
+        """These candidates at ``rows`` (increasing) of N whose other rows are unknown items."""
+        out = CandidateFeatures.unknown(n, self.item_vec.shape[1])
+        for name in _COLUMNS:
+            getattr(out, name)[rows] = getattr(self, name)
+        return replace(
+            out,
+            titles=self.titles.scatter(n, rows),
+            texts=self.texts.scatter(n, rows),
+            terms=self.terms.scatter(n, rows),
+        )
+
+
+_COLUMNS = (
+    "item_known",
+    "id_hash",
+    "brand_hash",
+    "category",
+    "brand",
+    "price_bucket",
+    "item_vec",
+    "pair_known",
+    "pair_vec",
+)
 
 
 @dataclass(frozen=True)
@@ -454,27 +497,11 @@ def _present(values: list[bytes | None]) -> BoolArray:
 def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
     """Candidate features from the item records of one MGET (None: not in the index)."""
     n = len(item_values)
-    c = CandidateFeatures.unknown(n, dim)
-    known = _present(item_values)
-    if not known.any():
-        return c
-    rows = np.flatnonzero(known)
-    items = decode_items([raw for raw in item_values if raw is not None], dim)
-    c.item_known[:] = known
-    c.id_hash[rows], c.brand_hash[rows] = items.id_hash, items.brand_hash
-    c.category[rows], c.brand[rows] = items.category, items.brand
-    c.price_bucket[rows] = items.price_bucket
-    c.item_vec[rows] = items.vec
-    terms = ItemTerms.from_counts(
-        n,
-        rows,
-        items.title_terms,
-        items.title_term_counts,
-        items.text_terms,
-        items.text_term_counts,
-    )
-    titles, texts = items.titles.scatter(n, rows), items.texts.scatter(n, rows)
-    return replace(c, titles=titles, texts=texts, terms=terms)
+    found = [raw for raw in item_values if raw is not None]
+    if not found:
+        return CandidateFeatures.unknown(n, dim)
+    c = CandidateFeatures.of_items(decode_items(found, dim))
+    return c if len(found) == n else c.scatter(n, np.flatnonzero(_present(item_values)))
 
 
 def _log_failure(task: asyncio.Task[_LiveVersion]) -> None:

@@ -93,7 +93,7 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
         yield keys.query(version, text), encode_query(int(s.query_category[row]), s.query_vec[row])
     item_keys = s.item_key.to_list()
     for row, item in enumerate(item_keys):
-        terms = s.item_terms(np.array([row]))
+        title_terms, text_terms = s.item_term_hashes(row)
         yield (
             keys.item(version, item),
             encode_item(
@@ -105,8 +105,8 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
                 s.item_vec[row],
                 s.item_title[row],
                 s.item_text[row],
-                terms.title,
-                terms.text,
+                title_terms,
+                text_terms,
             ),
         )
     for row, user in enumerate(s.user_key.to_list()):

@@ -21,6 +21,8 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
+from service.contract import ItemTerms
+
 _ITEM = struct.Struct("<QQiiiIIHH")
 _QUERY = struct.Struct("<i")
 _USER = struct.Struct("<iiiI")
@@ -101,6 +103,13 @@ class TextColumn(Sequence[str]):
         zeros = np.zeros(n, dtype=np.int64)
         return cls(b"", zeros, zeros)
 
+    @classmethod
+    def from_strings(cls, values: Sequence[str]) -> TextColumn:
+        encoded = [value.encode("utf-8") for value in values]
+        sizes = np.array([len(e) for e in encoded], dtype=np.int64)
+        stops = np.cumsum(sizes)
+        return cls(b"".join(encoded), stops - sizes, stops)
+
     def __len__(self) -> int:
         return len(self.starts)
 
@@ -144,10 +153,7 @@ class ItemBatch:
     vec: Vector  # (k, D) float16
     titles: TextColumn
     texts: TextColumn
-    title_terms: npt.NDArray[np.uint64]  # all records' title term hashes, in record order
-    title_term_counts: npt.NDArray[np.int64]  # (k,)
-    text_terms: npt.NDArray[np.uint64]
-    text_term_counts: npt.NDArray[np.int64]
+    terms: ItemTerms
 
 
 def _item_dtype(dim: int) -> np.dtype[Any]:
@@ -178,17 +184,16 @@ def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
         raise ValueError(f"an item record is shorter than its {fixed}-byte head")
     heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
     n_title_terms = heads["n_title_terms"].astype(np.int64)
-    n_text_terms = heads["n_text_terms"].astype(np.int64)
+    n_terms = n_title_terms + heads["n_text_terms"]
     terms_at = fixed + heads["n_title"].astype(np.int64) + heads["n_text"]  # within a record
-    if (terms_at + _U64.itemsize * (n_title_terms + n_text_terms) != sizes).any():
+    if (terms_at + _U64.itemsize * n_terms != sizes).any():
         raise ValueError("an item record's length does not match its head")
-    # Term hashes end every record: [title 1, text 1, title 2, text 2, ...] in one buffer, split
-    # with segment labels instead of a Python slice per item.
-    flat = np.frombuffer(
+    # Term hashes end every record, title terms first: joined, they are ItemTerms' runs as is.
+    hashes = np.frombuffer(
         b"".join([raw[at:] for raw, at in zip(raws, terms_at.tolist(), strict=True)]), _U64
     )
-    lengths = np.stack([n_title_terms, n_text_terms], axis=1).ravel()
-    is_title = np.repeat(np.arange(len(lengths)) % 2 == 0, lengths)
+    term_offsets = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(n_terms, out=term_offsets[1:])
     starts = np.zeros(k, dtype=np.int64)  # of each record in the joined buffer
     np.cumsum(sizes[:-1], out=starts[1:])
     buffer = b"".join(raws)
@@ -203,10 +208,7 @@ def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
         heads["vec"],
         TextColumn(buffer, title_starts, text_starts),
         TextColumn(buffer, text_starts, starts + terms_at),
-        flat[is_title],
-        n_title_terms,
-        flat[~is_title],
-        n_text_terms,
+        ItemTerms(hashes, term_offsets, n_title_terms),
     )
 
 

@@ -243,18 +243,21 @@ class Snapshot:
         at = np.clip(np.searchsorted(self._pair_keys, wanted), 0, len(self._pair_keys) - 1)
         return np.where((self._pair_keys[at] == wanted) & (item_rows >= 0), at, -1)
 
+    def item_term_hashes(self, row: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """An item's title term hashes and its text-only term hashes (none for row -1)."""
+        if row < 0:
+            empty = np.zeros(0, dtype=np.uint64)
+            return empty, empty
+        title, text = self.item_title_terms_offsets, self.item_text_terms_offsets
+        return (
+            self.item_title_terms[title[row] : title[row + 1]],
+            self.item_text_terms[text[row] : text[row + 1]],
+        )
+
     def item_terms(self, rows: Int64Array) -> ItemTerms:
         """The term hashes of these item rows (none for -1), as the relevance features read them."""
-        empty = np.zeros(0, dtype=np.uint64)
-
-        def part(flat: npt.NDArray[Any], offsets: npt.NDArray[Any], row: int) -> Any:
-            return flat[offsets[row] : offsets[row + 1]] if row >= 0 else empty
-
-        rows_list = rows.tolist()
-        return ItemTerms.from_lists(
-            [part(self.item_title_terms, self.item_title_terms_offsets, r) for r in rows_list],
-            [part(self.item_text_terms, self.item_text_terms_offsets, r) for r in rows_list],
-        )
+        parts = [self.item_term_hashes(row) for row in rows.tolist()]
+        return ItemTerms.from_lists([p[0] for p in parts], [p[1] for p in parts])
 
     def user_history(self, row: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """(query vectors, pair vectors) of a user's history, oldest first, each (n, D)."""

@@ -159,15 +159,33 @@ async def test_both_stores_answer_a_mixed_request_identically(
     keys = tiny_snapshot.item_key.to_list()
     try:
         for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3)] + ["", "zzz"]:
-            ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)] + ["missing"]
+            ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)]
+            ids = [*ids[:20], "missing", *ids[20:], "also-missing"]  # gaps inside and at the end
             user = tiny_snapshot.user_key[int(rng.integers(len(tiny_snapshot.user_key)))]
             a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
             assert a.misses == b.misses and a.query.match == b.query.match
-            for name in ("item_known", "category", "brand", "item_vec", "pair_known", "pair_vec"):
+            for name in (
+                "item_known",
+                "id_hash",
+                "brand_hash",
+                "category",
+                "brand",
+                "price_bucket",
+            ):
                 x: Any = getattr(a.candidates, name)
                 np.testing.assert_array_equal(x, getattr(b.candidates, name))
+            for name in ("item_vec", "pair_known", "pair_vec"):
+                np.testing.assert_array_equal(
+                    getattr(a.candidates, name), getattr(b.candidates, name)
+                )
             np.testing.assert_array_equal(a.user.history_pair_vec, b.user.history_pair_vec)
             assert a.candidates.texts == b.candidates.texts
+            assert a.candidates.titles == b.candidates.titles
+            ta, tb = a.candidates.terms, b.candidates.terms
+            np.testing.assert_array_equal(ta.title_counts, tb.title_counts)
+            for i in range(len(ids)):
+                run_a = ta.hashes[ta.offsets[i] : ta.offsets[i + 1]]
+                np.testing.assert_array_equal(run_a, tb.hashes[tb.offsets[i] : tb.offsets[i + 1]])
     finally:
         await remote.close()
 

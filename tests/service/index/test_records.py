@@ -50,10 +50,12 @@ def test_a_batch_decodes_every_field_of_every_record(items: list[dict[str, Any]]
     assert batch.vec.astype(float).tolist() == [item["vec"] for item in items]
     assert list(batch.titles) == [item["title"] for item in items]
     assert list(batch.texts) == [item["text"] for item in items]
-    assert batch.title_term_counts.tolist() == [len(item["title_terms"]) for item in items]
-    assert batch.text_term_counts.tolist() == [len(item["text_terms"]) for item in items]
-    assert batch.title_terms.tolist() == [h for item in items for h in item["title_terms"]]
-    assert batch.text_terms.tolist() == [h for item in items for h in item["text_terms"]]
+    terms = batch.terms
+    assert len(terms) == len(items)
+    assert terms.title_counts.tolist() == [len(item["title_terms"]) for item in items]
+    for i, item in enumerate(items):
+        run = terms.hashes[terms.offsets[i] : terms.offsets[i + 1]].tolist()
+        assert run == item["title_terms"] + item["text_terms"]
 
 
 def test_records_that_disagree_with_their_head_are_refused() -> None:
