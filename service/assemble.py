@@ -37,6 +37,19 @@ from service.store import RequestFeatures
 Arrays = dict[str, npt.NDArray[Any]]
 #: Item values a request may supply per candidate (used where the index has no value).
 SUPPLIED_INT_FEATURES = ("item_category", "item_brand", "item_price_bucket")
+#: The categorical fields with one value per request, and those with one per candidate.
+REQUEST_FIELDS = (
+    "user_id",
+    "user_age",
+    "user_gender",
+    "user_city_tier",
+    "query_id",
+    "query_category",
+    "is_search",
+    "hour",
+    "position",
+)
+ITEM_FIELDS = ("item_id", "item_brand", "item_category", "item_price_bucket")
 
 
 def _int_or_none(value: int) -> int | None:
@@ -52,6 +65,16 @@ class Assembler:
         self.dense = tuple(f.name for f in spec.select(kind="dense"))
         self.relevance = spec.relevance_features
         self.fields = {f.name: f for f in spec.fields}  # by name, without a scan per lookup
+        without_source = (set(self.categorical) - set(REQUEST_FIELDS) - set(ITEM_FIELDS)) | (
+            set(self.dense) - {"history_length", "query_length", *self.relevance}
+        )
+        if without_source:
+            raise ValueError(f"no online source for the features {sorted(without_source)}")
+        # Column positions, so a request fills each matrix with a few whole-column writes.
+        self._item_columns = [self.categorical.index(name) for name in ITEM_FIELDS]
+        self._history_length_column = self.dense.index("history_length")
+        self._query_length_column = self.dense.index("query_length")
+        self._relevance_columns = [self.dense.index(name) for name in self.relevance]
 
     def _hashed_column(
         self,
@@ -133,18 +156,16 @@ class Assembler:
             "item_price_bucket": fields["item_price_bucket"].encode(price),
         }
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
-        for j, name in enumerate(self.categorical):
-            categorical[:, j] = per_request[name] if name in per_request else per_item[name]
-        dense: dict[str, npt.NDArray[np.float32]] = {
-            "history_length": np.full(n, len(u.history_query_vec) / HISTORY_LENGTH, np.float32),
-            "query_length": np.full(n, len(tokenize(query)) / 4.0, np.float32),
-        }
+        categorical[:] = [per_request.get(name, MISSING_BUCKET) for name in self.categorical]
+        categorical[:, self._item_columns] = np.stack([per_item[k] for k in ITEM_FIELDS], 1)
+        dense = np.empty((n, len(self.dense)), dtype=np.float32)
+        dense[:, self._history_length_column] = len(u.history_query_vec) / HISTORY_LENGTH
+        dense[:, self._query_length_column] = len(tokenize(query)) / 4.0
         # (N, 5) from the index's term hashes; an item without any (unknown, nothing supplied)
         # gets zeros. Supplied titles and texts are hashed here, for every candidate at once.
         terms = ItemTerms.of_texts(titles, texts) if filled else c.terms
         lexical = relevance_features_of_terms(query, q.category, terms, titles, category)
-        for k, name in enumerate(self.relevance):
-            dense[name] = lexical[:, k]
+        dense[:, self._relevance_columns] = lexical
 
         dim = len(q.vec)
         history_query = np.zeros((1, HISTORY_LENGTH, dim), dtype=np.float32)
@@ -157,7 +178,7 @@ class Assembler:
         pair_known = c.pair_known | (not is_search)  # recommendation: zeros are the truth
         inputs: Arrays = {
             "categorical": categorical,
-            "dense": np.stack([dense[name] for name in self.dense], axis=1),
+            "dense": dense,
             "item_vec": c.item_vec,
             "pair_vec": c.pair_vec,
             "pair_known": pair_known,

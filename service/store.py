@@ -51,6 +51,7 @@ from service.index.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotMeta
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+Vectors = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 MissKind = Literal["query", "user", "item", "pair"]
@@ -74,8 +75,9 @@ class UserFeatures:
     age: int  # -1 unknown, as city_tier and gender
     gender: int
     city_tier: int
-    history_query_vec: FloatArray  # (n, D), n <= history length, oldest first
-    history_pair_vec: FloatArray  # (n, D)
+    # As the index stores them (float16): assembly converts them once, into the graph's input.
+    history_query_vec: Vectors  # (n, D), n <= history length, oldest first
+    history_pair_vec: Vectors  # (n, D)
 
 
 @dataclass(frozen=True)
@@ -180,14 +182,7 @@ def user_features(raw: bytes | None, dim: int) -> UserFeatures:
     if raw is None:
         return unknown_user(dim)
     u = decode_user(raw, dim)
-    return UserFeatures(
-        True,
-        u.age,
-        u.gender,
-        u.city_tier,
-        u.history_query_vec.astype(np.float32),
-        u.history_pair_vec.astype(np.float32),
-    )
+    return UserFeatures(True, u.age, u.gender, u.city_tier, u.history_query_vec, u.history_pair_vec)
 
 
 def unknown_user(dim: int) -> UserFeatures:
@@ -264,8 +259,8 @@ class EmbeddedStore:
                 int(s.user_age[user_row]),
                 int(s.user_gender[user_row]),
                 int(s.user_city_tier[user_row]),
-                history_query.astype(np.float32),
-                history_pair.astype(np.float32),
+                history_query,
+                history_pair,
             )
 
         rows = s.rows("item", list(item_ids))
