@@ -29,13 +29,13 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from typing import Any, Literal, Protocol
 
-import hiredis
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from service.contract import ItemTerms, normalize_text
+from service.index.connection import PipelinedConnection
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.records import (
@@ -55,7 +55,9 @@ Vectors = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 MissKind = Literal["query", "user", "item", "pair"]
-RedisClient = aredis.Redis | RedisCluster
+RedisClient = PipelinedConnection | RedisCluster
+#: How long the bulk reads (pointer, meta, the lexical table) may take.
+BULK_TIMEOUT_S = 30.0
 
 
 class IndexUnavailable(RuntimeError):
@@ -289,19 +291,6 @@ class EmbeddedStore:
         return RequestFeatures(self.version, q, user, c, _misses(match, user, c))
 
 
-class HiredisPackingConnection(aredis.Connection):
-    """redis.asyncio packs commands in Python: ~0.3 ms for a 400-key MGET. hiredis (the `serve`
-    extra installs it) packs the same bytes in C in a tenth of that."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if isinstance(first, str) and " " in first:  # "CONFIG GET": Redis wants two arguments
-            args = (*first.split(), *args[1:])
-        elif isinstance(first, bytes) and b" " in first:
-            args = (*first.split(), *args[1:])
-        return [hiredis.pack_command(args)]
-
-
 @dataclass(frozen=True)
 class _LiveVersion:
     version: str
@@ -317,8 +306,12 @@ class RedisStore:
         client: RedisClient,
         namespace: str = DEFAULT_NAMESPACE,
         match_threshold: float | None = None,
+        bulk: RedisClient | None = None,
     ) -> None:
-        self.client = client
+        self.client = client  # the request path's reads
+        # Reads of the pointer, meta and lexical table (megabytes for a large index): on a
+        # connection of their own, so no request queues behind a bulk transfer.
+        self.bulk = bulk or client
         self.keys = KeySchema(namespace)
         self.match_threshold = match_threshold
         self._live: _LiveVersion | None = None
@@ -335,35 +328,38 @@ class RedisStore:
         match_threshold: float | None = None,
     ) -> RedisStore:
         """A store on a redis:// URL; ``cluster`` for Redis Cluster (any node's URL)."""
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            # A 200-candidate reply is ~100 KB: read it in one go, not in 64 KB slices.
-            "socket_read_size": 1 << 20,
-        }
-        client: RedisClient = (
-            RedisCluster.from_url(url, **options)
-            if cluster
-            else aredis.Redis.from_url(url, connection_class=HiredisPackingConnection, **options)
+        if cluster:
+            options: dict[str, Any] = {
+                "socket_timeout": timeout_s,
+                "socket_connect_timeout": timeout_s,
+                # A 200-candidate reply is ~100 KB: read it in one go, not in 64 KB slices.
+                "socket_read_size": 1 << 20,
+            }
+            return cls(RedisCluster.from_url(url, **options), namespace, match_threshold)
+        return cls(
+            PipelinedConnection.from_url(url, timeout_s),
+            namespace,
+            match_threshold,
+            bulk=PipelinedConnection.from_url(url, max(timeout_s, BULK_TIMEOUT_S)),
         )
-        return cls(client, namespace, match_threshold)
 
     async def close(self) -> None:
         if self._refreshing is not None:
             self._refreshing.cancel()
         await self.client.aclose()
+        if self.bulk is not self.client:
+            await self.bulk.aclose()
 
-    async def _mget(self, keys: list[str]) -> list[bytes | None]:
-        if isinstance(self.client, RedisCluster):
-            values = await self.client.mget_nonatomic(keys)
-        else:
-            values = await self.client.mget(keys)
-        return list(values)
+    async def _mget(self, keys: list[str], client: RedisClient | None = None) -> list[bytes | None]:
+        client = client or self.client
+        if isinstance(client, RedisCluster):
+            return list(await client.mget_nonatomic(keys))
+        return await client.mget(keys)
 
     async def refresh(self) -> _LiveVersion:
         """Read the live pointer and that version's meta and lexical table."""
         try:
-            raw_version = await self.client.get(self.keys.live)
+            raw_version = await self.bulk.get(self.keys.live)
             if raw_version is None:
                 raise IndexUnavailable(f"no live index under {self.keys.namespace!r}")
             version = raw_version.decode() if isinstance(raw_version, bytes) else raw_version
@@ -372,9 +368,10 @@ class RedisStore:
                     self.keys.meta(version),
                     self.keys.lexical_index(version),
                     self.keys.lexical_texts(version),
-                ]
+                ],
+                self.bulk,
             )
-        except aredis.RedisError as err:
+        except RedisError as err:
             raise IndexUnavailable(f"Redis: {err}") from err
         if meta_raw is None or index_blob is None or texts_raw is None:
             raise IndexUnavailable(f"index version {version} is incomplete or was removed")
@@ -410,8 +407,8 @@ class RedisStore:
 
     async def check(self) -> tuple[str, SnapshotMeta]:
         try:
-            pointer = await self.client.get(self.keys.live)
-        except aredis.RedisError as err:
+            pointer = await self.bulk.get(self.keys.live)
+        except RedisError as err:
             raise IndexUnavailable(f"Redis: {err}") from err
         if pointer is None:
             raise IndexUnavailable(f"no live index under {self.keys.namespace!r}")
@@ -446,7 +443,7 @@ class RedisStore:
             wanted += [pair_prefix + i for i in item_ids]
         try:
             values = await self._mget(wanted)  # the one round trip
-        except aredis.RedisError as err:
+        except RedisError as err:
             raise IndexUnavailable(f"Redis: {err}") from err
         try:
             return self._decode(live, match, n, values)

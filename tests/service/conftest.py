@@ -56,9 +56,9 @@ REDIS_FLAGS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 REDIS_FLAGS += ("--enable-debug-command", "yes")
 
 
-def wait_for_redis(port: int, timeout_s: float = 10) -> None:
+def wait_for_redis(port: int, timeout_s: float = 10, password: str | None = None) -> None:
     """Until a redis-server on loopback answers PING."""
-    client = redis.Redis(host="127.0.0.1", port=port)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -88,23 +88,30 @@ def wait_until_ready(base: str, alive: Callable[[], bool], timeout_s: float = 90
 class RedisServer:
     """A redis-server process of the test's own (it may be stopped and started again)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        self.folder, self.port, self.password = folder, free_port(), password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), *REDIS_FLAGS],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                *REDIS_FLAGS,
+                *(("--requirepass", self.password) if self.password else ()),
+            ],
             cwd=self.folder,
             stdout=subprocess.DEVNULL,
         )
-        wait_for_redis(self.port)
+        wait_for_redis(self.port, password=self.password)
 
     def stop(self) -> None:
         if self.process is not None:
