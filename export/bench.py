@@ -281,18 +281,27 @@ def measure_point(
     Measuring a floor in a tight loop of its own would flatter it: between two requests the
     machine idles (the client reads the reply), and waking Redis and the CPU costs the service
     more than a loop that never sleeps. Interleaved, every floor runs in the same conditions.
+    Within one round each part (the service, echo, every floor) takes a different request of
+    the mix, so none reads keys, records or inputs another part has just brought into Redis's
+    or this machine's caches: every request's data was last read the same number of parts
+    ago, whichever part reads it.
     """
     samples = Samples()
     encoded = [orjson.dumps(b) for b in bodies]
     headers = {"content-type": "application/json"}
+    step = max(len(bodies) // (2 + len(floors)), 1)  # parts: the service, echo, the floors
     for i in range(repeats + 10):
         k = i % len(bodies)
         elapsed, response = _timed_call(http.post, "/rank", content=encoded[k], headers=headers)
         response.raise_for_status()
         timing = response.json()["timing_ms"]
+        k = (k + step) % len(bodies)
         echo_elapsed, echo = _timed_call(http.post, "/v1/echo", content=encoded[k], headers=headers)
         echo.raise_for_status()
-        floor_seconds = {name: _timed_call(floor, k)[0] for name, floor in floors.items()}
+        floor_seconds = {}
+        for name, floor in floors.items():
+            k = (k + step) % len(bodies)
+            floor_seconds[name] = _timed_call(floor, k)[0]
         if i < 10:
             continue  # warm the connection, the caches and this request shape
         samples.add("client", elapsed)

@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from itertools import repeat
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -471,19 +469,17 @@ class RedisStore:
         c = _candidates(values[3 : 3 + n], dim)
         if match.row >= 0:
             pair_values = values[4 + n :]
-            paired = _present(pair_values)
-            if paired.any():
-                found = [raw for raw in pair_values if raw is not None]
-                c.pair_known[:] = paired
+            found = [raw for raw in pair_values if raw is not None]
+            if found:
+                paired = _present(pair_values)
+                c.pair_known[paired] = True
                 c.pair_vec[paired] = decode_pairs(found, dim)
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 
-def _present(values: list[bytes | None]) -> BoolArray:
-    """Which values the MGET found (None: the key is not in the index)."""
-    if None not in values:  # the common case, one C-level scan
-        return np.ones(len(values), dtype=bool)
-    return np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=len(values))
+def _present(values: list[bytes | None]) -> list[int]:
+    """The positions of the values the MGET found (None: the key is not in the index)."""
+    return [i for i, raw in enumerate(values) if raw is not None]
 
 
 def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
@@ -493,7 +489,7 @@ def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
     if not found:
         return CandidateFeatures.unknown(n, dim)
     c = CandidateFeatures.of_items(decode_items(found, dim))
-    return c if len(found) == n else c.scatter(n, np.flatnonzero(_present(item_values)))
+    return c if len(found) == n else c.scatter(n, np.array(_present(item_values)))
 
 
 def _log_failure(task: asyncio.Task[_LiveVersion]) -> None:

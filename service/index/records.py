@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from collections.abc import Sequence
@@ -79,36 +80,38 @@ def encode_item(
 
 
 class TextColumn(Sequence[str]):
-    """N strings held as UTF-8 slices of one buffer, decoded only when read.
+    """N strings, each a UTF-8 slice of a buffer (row i: ``sources[i][starts[i]:stops[i]]``),
+    decoded only when read.
 
-    The request path reads few of them (a title only where the phrase test needs it), so a batch
-    of records costs no decode per item. ``starts[i] == stops[i]`` is the empty string (the form
-    of an item the index lacks).
+    The request path reads few of them (a title only where the phrase test needs it), so a
+    batch of records costs neither a decode nor a copy per item: the slices point into the
+    records as Redis returned them, or into a snapshot's string blob. An empty slice is the
+    empty string (the form of an item the index lacks).
 
-    >>> column = TextColumn(b"red shoeshat", np.array([0, 9, 0]), np.array([9, 12, 0]))
+    >>> record = b"red shoes|hat"
+    >>> column = TextColumn([record, record, b""], np.array([0, 10, 0]), np.array([9, 13, 0]))
     >>> list(column)
     ['red shoes', 'hat', '']
     """
 
     def __init__(
         self,
-        buffer: bytes | mmap.mmap,
+        sources: Sequence[bytes | mmap.mmap],
         starts: npt.NDArray[np.int64],
         stops: npt.NDArray[np.int64],
     ) -> None:
-        self.buffer, self.starts, self.stops = buffer, starts, stops
+        self.sources, self.starts, self.stops = sources, starts, stops
 
     @classmethod
     def empty(cls, n: int) -> TextColumn:
         zeros = np.zeros(n, dtype=np.int64)
-        return cls(b"", zeros, zeros)
+        return cls([b""] * n, zeros, zeros)
 
     @classmethod
     def from_strings(cls, values: Sequence[str]) -> TextColumn:
         encoded = [value.encode("utf-8") for value in values]
         sizes = np.array([len(e) for e in encoded], dtype=np.int64)
-        stops = np.cumsum(sizes)
-        return cls(b"".join(encoded), stops - sizes, stops)
+        return cls(encoded, np.zeros(len(encoded), dtype=np.int64), sizes)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -123,7 +126,7 @@ class TextColumn(Sequence[str]):
         if isinstance(index, slice):
             return [self[i] for i in range(len(self))[index]]
         start, stop = int(self.starts[index]), int(self.stops[index])
-        return self.buffer[start:stop].decode("utf-8")
+        return self.sources[index][start:stop].decode("utf-8")
 
     def __eq__(self, other: object) -> bool:
         """Equal to any sequence of the same strings."""
@@ -136,9 +139,12 @@ class TextColumn(Sequence[str]):
 
     def scatter(self, n: int, rows: npt.NDArray[np.int64]) -> TextColumn:
         """These strings at ``rows`` of an ``n``-long column whose other rows are empty."""
+        sources: list[bytes | mmap.mmap] = [b""] * n
+        for row, source in zip(rows.tolist(), self.sources, strict=True):
+            sources[row] = source
         starts, stops = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         starts[rows], stops[rows] = self.starts, self.stops
-        return TextColumn(self.buffer, starts, stops)
+        return TextColumn(sources, starts, stops)
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class ItemBatch:
     terms: ItemTerms
 
 
+@functools.cache
 def _item_dtype(dim: int) -> np.dtype[Any]:
     return np.dtype(
         [
@@ -175,30 +182,24 @@ def _item_dtype(dim: int) -> np.dtype[Any]:
 
 def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
     """Item records -> columns: the fixed-size heads in one frombuffer, every record's term
-    hashes in another, titles and texts left encoded until read. A record whose length
+    hashes in another, titles and texts left in the records until read. A record whose length
     disagrees with its head is a ValueError."""
     dtype = _item_dtype(dim)
     fixed, k = dtype.itemsize, len(raws)
-    sizes = np.fromiter(map(len, raws), dtype=np.int64, count=k)
-    if (sizes < fixed).any():
+    joined_heads = b"".join([raw[:fixed] for raw in raws])
+    if len(joined_heads) != k * fixed:  # some record is shorter than a head
         raise ValueError(f"an item record is shorter than its {fixed}-byte head")
-    heads = np.frombuffer(b"".join([raw[:fixed] for raw in raws]), dtype=dtype)
-    n_title_terms = heads["n_title_terms"].astype(np.int64)
-    n_terms = n_title_terms + heads["n_text_terms"]
-    terms_at = fixed + heads["n_title"].astype(np.int64) + heads["n_text"]  # within a record
-    if (terms_at + _U64.itemsize * n_terms != sizes).any():
-        raise ValueError("an item record's length does not match its head")
+    heads = np.frombuffer(joined_heads, dtype=dtype)
+    title_stops = fixed + heads["n_title"].astype(np.int64)
+    terms_at = title_stops + heads["n_text"]  # within each record
+    n_terms = np.add(heads["n_title_terms"], heads["n_text_terms"], dtype=np.int64)
     # Term hashes end every record, title terms first: joined, they are ItemTerms' runs as is.
-    hashes = np.frombuffer(
-        b"".join([raw[at:] for raw, at in zip(raws, terms_at.tolist(), strict=True)]), _U64
-    )
+    tails = b"".join([raw[at:] for raw, at in zip(raws, terms_at.tolist(), strict=True)])
     term_offsets = np.zeros(k + 1, dtype=np.int64)
     np.cumsum(n_terms, out=term_offsets[1:])
-    starts = np.zeros(k, dtype=np.int64)  # of each record in the joined buffer
-    np.cumsum(sizes[:-1], out=starts[1:])
-    buffer = b"".join(raws)
-    title_starts = starts + fixed
-    text_starts = title_starts + heads["n_title"]
+    if len(tails) != _U64.itemsize * term_offsets[-1]:  # a record longer or shorter than its head
+        raise ValueError("an item record's length does not match its head")
+    hashes = np.frombuffer(tails, _U64)
     return ItemBatch(
         heads["id_hash"],
         heads["brand_hash"],
@@ -206,9 +207,9 @@ def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
         heads["brand"],
         heads["price_bucket"],
         heads["vec"],
-        TextColumn(buffer, title_starts, text_starts),
-        TextColumn(buffer, text_starts, starts + terms_at),
-        ItemTerms(hashes, term_offsets, n_title_terms),
+        TextColumn(raws, np.full(k, fixed, dtype=np.int64), title_stops),
+        TextColumn(raws, title_stops, terms_at),
+        ItemTerms(hashes, term_offsets, heads["n_title_terms"].astype(np.int64)),
     )
 
 

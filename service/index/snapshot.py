@@ -105,7 +105,8 @@ class StringColumn:
             return TextColumn.empty(len(rows))
         known, at = rows >= 0, np.maximum(rows, 0)
         starts = np.where(known, self.offsets[at], 0)
-        return TextColumn(self.blob, starts, np.where(known, self.offsets[at + 1], 0))
+        stops = np.where(known, self.offsets[at + 1], 0)
+        return TextColumn([self.blob] * len(rows), starts, stops)
 
     @staticmethod
     def write(folder: Path, name: str, values: list[str]) -> None:

@@ -68,8 +68,10 @@ def test_records_that_disagree_with_their_head_are_refused() -> None:
 
 
 def test_a_text_column_decodes_on_read_and_scatters_into_empty_rows() -> None:
-    column = TextColumn("añb".encode(), np.array([0, 3]), np.array([3, 4]))
+    record = "añb".encode()
+    column = TextColumn([record, record], np.array([0, 3]), np.array([3, 4]))
     assert list(column) == ["añ", "b"] and column[::-1] == ["b", "añ"]
     spread = column.scatter(4, np.array([1, 3]))
     assert spread == ["", "añ", "", "b"] and spread != ["", "añ", "", "c"]
     assert list(TextColumn.empty(2)) == ["", ""]
+    assert TextColumn.from_strings(["añ", "", "b"]) == ["añ", "", "b"]
