@@ -39,8 +39,8 @@ def serve(argv: Sequence[str]) -> int:
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
         default="asyncio",
-        help="event loop (asyncio: redis.asyncio reads a 200-candidate reply faster on it than "
-        "on uvloop; measured by ranker bench)",
+        help="event loop (asyncio: a 200-candidate request took ~0.4 ms less on it than on "
+        "uvloop here, pipelined Redis reads included)",
     )
     args = parser.parse_args(argv)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
