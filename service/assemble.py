@@ -157,7 +157,8 @@ class Assembler:
         }
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
         categorical[:] = [per_request.get(name, MISSING_BUCKET) for name in self.categorical]
-        categorical[:, self._item_columns] = np.stack([per_item[k] for k in ITEM_FIELDS], 1)
+        for name, at in zip(ITEM_FIELDS, self._item_columns, strict=True):
+            categorical[:, at] = per_item[name]
         dense = np.empty((n, len(self.dense)), dtype=np.float32)
         dense[:, self._history_length_column] = len(u.history_query_vec) / HISTORY_LENGTH
         dense[:, self._query_length_column] = len(tokenize(query)) / 4.0

@@ -96,6 +96,18 @@ def test_hashed_buckets_spread_and_reserve_zero() -> None:
     assert field.encode([None, ""]).tolist() == [0, 0]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([f.name for f in default_feature_spec().select(kind="categorical")]),
+    st.one_of(st.none(), st.just(""), st.integers(-3, 2**31 - 1), st.text(max_size=8)),
+)
+def test_one_value_encodes_as_in_a_batch(name: str, value: object) -> None:
+    field = default_feature_spec()[name]
+    if not field.hashed and isinstance(value, str) and value:
+        value = len(value)  # a non-hashed field takes integers (or None / '')
+    assert field.encode_one(value) == field.encode([value]).tolist()[0]
+
+
 def test_text_normalization_folds_case_unicode_and_whitespace() -> None:
     assert normalize_text("Ｃａｆé\tLATTE,  large") == "café latte large"
     assert normalize_text("   ") == ""
