@@ -44,7 +44,7 @@ from service.index.loader import IndexMismatch, check_compatible
 from service.index.snapshot import Snapshot, SnapshotMeta
 from service.models import LoadedModel, ModelRegistry, load_model
 from service.routing import Route, Router
-from service.schemas import RankRequest, RankResponse, check_limits
+from service.schemas import RankRequest, RankResponse, SuppliedFeatures, check_limits
 from service.settings import Settings
 from service.store import (
     EmbeddedStore,
@@ -444,7 +444,7 @@ _FLAG_SETS: tuple[list[str], ...] = ([], ["unknown_item"], ["unknown_item", "req
 _APPROXIMATED = ["approximated_pair"]
 
 
-def _flags(features: RequestFeatures, supplied: list[bool]) -> list[list[str]]:
+def _flags(features: RequestFeatures, supplied: list[SuppliedFeatures | None]) -> list[list[str]]:
     """Each candidate's flags (shared, read-only lists: the response only serializes them)."""
     c = features.candidates
     resolved = features.query.match.row >= 0
@@ -453,9 +453,33 @@ def _flags(features: RequestFeatures, supplied: list[bool]) -> list[list[str]]:
     return [
         (_APPROXIMATED if resolved and not pair else _FLAG_SETS[0])
         if item
-        else _FLAG_SETS[1 + bool(given)]
+        else _FLAG_SETS[1 + (given is not None)]
         for item, pair, given in zip(known, paired, supplied, strict=True)
     ]
+
+
+def _ranked_items(
+    item_ids: list[str],
+    outputs: dict[str, npt.NDArray[Any]],
+    order: list[int],
+    flags: list[list[str]],
+    explain: bool,
+) -> list[dict[str, Any]]:
+    """The response's items in rank order (each output column turned into Python values once,
+    not a numpy scalar per item)."""
+    scores = outputs["score"].tolist()
+    items = [
+        {"item_id": item_ids[i], "score": scores[i], "rank": rank, "flags": flags[i]}
+        if flags[i]
+        else {"item_id": item_ids[i], "score": scores[i], "rank": rank}
+        for rank, i in enumerate(order, start=1)
+    ]
+    if explain:
+        p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
+        tau = outputs["tau"].tolist()
+        for item, i in zip(items, order, strict=True):
+            item["explain"] = {"p_rsl": p_rsl[i], "p_click_given_rsl": p_click[i], "tau": tau[i]}
+    return items
 
 
 def _route(state: ServiceState, body: RankRequest) -> tuple[Route, LoadedModel]:
@@ -560,23 +584,9 @@ async def _rank(
         degraded.append("over_deadline")
     for reason in degraded:
         metrics.DEGRADED.labels(reason).inc()
-    order = np.argsort(-scores, kind="stable")
-    if body.top_k is not None:
-        order = order[: body.top_k]
-    flags = _flags(features, [bool(s) for s in supplied])
+    order = np.argsort(-scores, kind="stable")[: body.top_k].tolist()
     explain = body.explain and "p_rsl" in outputs
-    if explain:
-        p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
-        tau = outputs["tau"].tolist()
-    score_list = scores.tolist()  # Python floats once, not a numpy scalar per item
-    items = []
-    for rank, i in enumerate(order.tolist(), start=1):
-        item: dict[str, Any] = {"item_id": item_ids[i], "score": score_list[i], "rank": rank}
-        if flags[i]:
-            item["flags"] = flags[i]
-        if explain:
-            item["explain"] = {"p_rsl": p_rsl[i], "p_click_given_rsl": p_click[i], "tau": tau[i]}
-        items.append(item)
+    items = _ranked_items(item_ids, outputs, order, _flags(features, supplied), explain)
 
     shadow = settings.shadow_model
     if shadow and shadow != model.name:
