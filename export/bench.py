@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ from service.store import RedisStore
 log = logging.getLogger(__name__)
 
 Body = dict[str, Any]
+_JSON = {"content-type": "application/json"}
 Stats = dict[str, float]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,7 +258,8 @@ def serving(
 
 @dataclass
 class Samples:
-    """Seconds per measured thing, filled request by request (see `measure_point`)."""
+    """Seconds per measured thing, filled request by request (see `measure_point`); the
+    service's stages are kept in milliseconds, as its responses report them."""
 
     values: dict[str, list[float]] = field(default_factory=dict)
     stages: dict[str, list[float]] = field(default_factory=dict)
@@ -267,51 +268,76 @@ class Samples:
         self.values.setdefault(name, []).append(seconds)
 
 
+#: One part of a measuring round: it measures itself on the k-th request of the mix and returns
+#: what it measured by name (seconds; the service's stages as "stage:<name>" in milliseconds).
+Part = Callable[[int], dict[str, float]]
+
+
 def _timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     out = fn(*args, **kwargs)
     return time.perf_counter() - started, out
 
 
-def measure_point(
-    http: httpx.Client, bodies: list[Body], repeats: int, floors: dict[str, Callable[[int], Any]]
-) -> Samples:
-    """The service and each floor (a call on the k-th body), interleaved request by request.
+def service_part(http: httpx.Client, bodies: list[Body]) -> Part:
+    """POST /rank: the round trip, the response's own total and its stages."""
+    encoded = [orjson.dumps(b) for b in bodies]  # the client's JSON work is not the service's
+
+    def measure(k: int) -> dict[str, float]:
+        elapsed, response = _timed_call(http.post, "/rank", content=encoded[k], headers=_JSON)
+        response.raise_for_status()
+        timing = response.json()["timing_ms"]
+        stages = {f"stage:{stage}": ms for stage, ms in timing.items()}
+        return {"client": elapsed, "server": timing["total"] / 1000, **stages}
+
+    return measure
+
+
+def echo_part(http: httpx.Client, bodies: list[Body]) -> Part:
+    """POST /v1/echo: HTTP and parsing alone, round trip and server side."""
+    encoded = [orjson.dumps(b) for b in bodies]
+
+    def measure(k: int) -> dict[str, float]:
+        elapsed, response = _timed_call(http.post, "/v1/echo", content=encoded[k], headers=_JSON)
+        response.raise_for_status()
+        return {"echo_client": elapsed, "echo_server": response.json()["timing_ms"]["parse"] / 1000}
+
+    return measure
+
+
+def floor_part(name: str, fn: Callable[[Any], Any], cases: Sequence[Any]) -> Part:
+    """One floor: ``fn`` on the k-th case, timed."""
+    return lambda k: {name: _timed_call(fn, cases[k])[0]}
+
+
+def measure_point(slots: Sequence[Sequence[Part]], size: int, repeats: int) -> Samples:
+    """Rounds of every slot in order, each slot running one of its parts per round (in turn).
 
     Measuring a floor in a tight loop of its own would flatter it: between two requests the
     machine idles (the client reads the reply), and waking Redis and the CPU costs the service
     more than a loop that never sleeps. Interleaved, every floor runs in the same conditions.
-    Within one round each part (the service, echo, every floor) takes a different request of
-    the mix, so none reads keys, records or inputs another part has just brought into Redis's
-    or this machine's caches: every request's data was last read the same number of parts
-    ago, whichever part reads it.
+    Two rules keep them the same:
+
+    - within a round each slot takes a different request of the mix (``size`` of them), so no
+      part reads keys, records or inputs another has just brought into Redis's or this
+      machine's caches: every request's data was last read as many slots ago, whoever reads it;
+    - the slots are ordered so that no part that reads Redis follows another at once (a Redis
+      just woken by one read serves the next one faster); alternatives in one slot, such as two
+      clients doing the same MGET, take turns by round instead of following each other.
     """
     samples = Samples()
-    encoded = [orjson.dumps(b) for b in bodies]
-    headers = {"content-type": "application/json"}
-    step = max(len(bodies) // (2 + len(floors)), 1)  # parts: the service, echo, the floors
+    step = max(size // len(slots), 1)
     for i in range(repeats + 10):
-        k = i % len(bodies)
-        elapsed, response = _timed_call(http.post, "/rank", content=encoded[k], headers=headers)
-        response.raise_for_status()
-        timing = response.json()["timing_ms"]
-        k = (k + step) % len(bodies)
-        echo_elapsed, echo = _timed_call(http.post, "/v1/echo", content=encoded[k], headers=headers)
-        echo.raise_for_status()
-        floor_seconds = {}
-        for name, floor in floors.items():
-            k = (k + step) % len(bodies)
-            floor_seconds[name] = _timed_call(floor, k)[0]
+        measured: dict[str, float] = {}
+        for s, slot in enumerate(slots):
+            measured.update(slot[i % len(slot)]((i + s * step) % size))
         if i < 10:
-            continue  # warm the connection, the caches and this request shape
-        samples.add("client", elapsed)
-        samples.add("server", timing["total"] / 1000)
-        samples.add("echo_client", echo_elapsed)
-        samples.add("echo_server", echo.json()["timing_ms"]["parse"] / 1000)
-        for name, seconds in floor_seconds.items():
-            samples.add(name, seconds)
-        for stage, ms in timing.items():
-            samples.stages.setdefault(stage, []).append(ms)
+            continue  # warm the connections, the caches and this request shape
+        for name, value in measured.items():
+            if name.startswith("stage:"):
+                samples.stages.setdefault(name.removeprefix("stage:"), []).append(value)
+            else:
+                samples.add(name, value)
     return samples
 
 
@@ -347,7 +373,6 @@ def open_loop(
     n = max(int(rate * seconds), 1)
     starts = np.cumsum(rng.exponential(1.0 / rate, n))
     encoded = [orjson.dumps(b) for b in bodies]  # the client's JSON work is not the service's
-    headers = {"content-type": "application/json"}
 
     async def run() -> tuple[list[float], int]:
         latencies: list[float] = []
@@ -360,7 +385,7 @@ def open_loop(
             # first overlaps would otherwise pay TCP handshakes that a long-lived client has not.
             await asyncio.gather(
                 *(
-                    client.post("/rank", content=encoded[k % len(encoded)], headers=headers)
+                    client.post("/rank", content=encoded[k % len(encoded)], headers=_JSON)
                     for k in range(16)
                 )
             )
@@ -373,7 +398,7 @@ def open_loop(
                 await asyncio.sleep(max(0.0, scheduled - loop.time()))
                 try:
                     response = await client.post(
-                        "/rank", content=encoded[i % len(encoded)], headers=headers
+                        "/rank", content=encoded[i % len(encoded)], headers=_JSON
                     )
                     if response.status_code != 200:
                         errors += 1
@@ -474,13 +499,18 @@ def _latency(run: _Run, service: ServiceProcess) -> None:
                 inputs = model_inputs(bodies, store_fetch, assembler)
                 feeds = [{k: x[k] for k in runner.input_names} for x in inputs]
                 key_lists = [fetch_keys(b, keys, version, matcher) for b in bodies]
-                floors: dict[str, Callable[[int], Any]] = {
-                    "redis_mget_redis_py": partial(_kth, client.mget, key_lists),
-                    "redis_mget_pipelined": partial(_kth, pipelined_mget, key_lists),
-                    "store_fetch": partial(_kth, store_fetch, bodies),
-                    "onnx": partial(_kth, runner.run, feeds),
-                }
-                samples = measure_point(http, bodies, repeats, floors)
+                # Slots ordered so no Redis read follows another at once (see measure_point).
+                slots: list[list[Part]] = [
+                    [service_part(http, bodies)],
+                    [
+                        floor_part("redis_mget_redis_py", client.mget, key_lists),
+                        floor_part("redis_mget_pipelined", pipelined_mget, key_lists),
+                    ],
+                    [echo_part(http, bodies)],
+                    [floor_part("store_fetch", store_fetch, bodies)],
+                    [floor_part("onnx", runner.run, feeds)],
+                ]
+                samples = measure_point(slots, len(bodies), repeats)
                 row = latency_row(name, count, samples)
                 result.latency.append(row)
                 progress(
@@ -530,10 +560,6 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
         "ratio_server_p50_stage_floors": round(server["p50"] / stage_floor, 2),
         "p99_over_p50_server": round(server["p99"] / server["p50"], 2),
     }
-
-
-def _kth(fn: Callable[[Any], Any], cases: Sequence[Any], k: int) -> Any:
-    return fn(cases[k])
 
 
 def _p50(row: Stats) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from export.bench import BenchConfig, run_bench, write_report
+from export.bench import BenchConfig, Part, measure_point, run_bench, write_report
 from service.index.snapshot import Snapshot
 
 
@@ -61,3 +61,25 @@ def test_bench_writes_its_report_and_cleans_up(
     namespace = report["index_load"]["namespace"]
     assert not list(client.scan_iter(match=f"{namespace}*", count=1000))  # its keys are gone
     client.close()
+
+
+def test_each_round_gives_every_slot_another_request_and_alternatives_take_turns() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def part(name: str) -> Part:
+        def measure(k: int) -> dict[str, float]:
+            seen.append((name, k))
+            return {name: 0.001 * (k + 1)}
+
+        return measure
+
+    slots = [[part("service")], [part("client a"), part("client b")], [part("onnx")]]
+    samples = measure_point(slots, size=12, repeats=20)
+
+    rounds = [seen[i : i + 3] for i in range(0, len(seen), 3)]
+    assert len(rounds) == 30  # 10 warm-up rounds are run, not kept
+    for i, round_ in enumerate(rounds):
+        assert [name for name, _ in round_] == ["service", f"client {'ab'[i % 2]}", "onnx"]
+        assert len({k for _, k in round_}) == 3  # no request read twice in one round
+    assert len(samples.values["client a"]) == len(samples.values["client b"]) == 10
+    assert len(samples.values["service"]) == 20
