@@ -770,11 +770,12 @@ def render_markdown(result: BenchResult) -> str:
         "",
         "## Latency at concurrency 1 (ms)",
         "",
-        "Server = the response's own total; client = the round trip. Floors, each measured alone "
-        "on the same requests: ONNX = the runner on the same inputs, MGET = one Redis MGET of the "
-        "same keys, fetch = the service's store fetch (MGET + decoding), echo = /v1/echo (HTTP + "
-        "parsing). Ratio = server p50 / (ONNX + MGET + echo); stage ratio = server p50 / (ONNX + "
-        "fetch + echo).",
+        "Server = the response's own total; client = the round trip. Floors, measured round by "
+        "round between the service's requests, each on another request of the same mix: ONNX = "
+        "the runner on the same inputs, MGET = one Redis MGET of the same keys by the faster of "
+        "redis-py and the pipelined connection, fetch = the service's store fetch (MGET + "
+        "decoding), echo = /v1/echo (HTTP + parsing). Ratio = server p50 / (ONNX + MGET + echo); "
+        "stage ratio = server p50 / (ONNX + fetch + echo).",
         "",
         _row(
             [
