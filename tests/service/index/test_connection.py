@@ -82,15 +82,15 @@ async def test_a_caller_that_gives_up_leaves_the_connection_in_step(
 async def test_a_command_past_its_timeout_closes_the_connection_and_the_next_reconnects(
     private_redis: RedisServer,
 ) -> None:
-    connection = PipelinedConnection.from_url(private_redis.url, timeout_s=0.1)
+    connection = PipelinedConnection.from_url(private_redis.url, timeout_s=0.25)
     try:
         await connection.execute("SET", "key", "value")
         waiting = asyncio.ensure_future(connection.get("key"))  # behind the sleep below
         with pytest.raises(RedisTimeoutError):
-            await connection.execute("DEBUG", "SLEEP", "0.3")
+            await connection.execute("DEBUG", "SLEEP", "0.75")
         with pytest.raises(RedisTimeoutError):  # closed with the one that timed out
             await waiting
-        await asyncio.sleep(0.3)  # the server wakes up
+        await asyncio.sleep(0.6)  # the server wakes up
         assert await connection.get("key") == b"value"
     finally:
         await connection.aclose()
