@@ -21,8 +21,8 @@ from torch import nn
 from service.assemble import Assembler
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
-from service.index.records import decode_items, decode_pairs, decode_query
-from service.store import CandidateFeatures, QueryFeatures, RequestFeatures, user_features
+from service.index.records import decode_pairs, decode_query
+from service.store import QueryFeatures, RequestFeatures, candidate_features, user_features
 
 
 class NaiveRanker:
@@ -56,13 +56,7 @@ class NaiveRanker:
             if raw_query is not None:
                 record = decode_query(raw_query, dim)
                 q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
-        n = len(item_ids)
-        raw_items = [self._get(self.keys.item(v, item_id)) for item_id in item_ids]
-        rows = np.array([i for i, raw in enumerate(raw_items) if raw is not None], dtype=np.int64)
-        c = CandidateFeatures.unknown(n, dim)
-        if len(rows):
-            found = decode_items([raw for raw in raw_items if raw is not None], dim)
-            c = CandidateFeatures.of_items(found).scatter(n, rows)
+        c = candidate_features([self._get(self.keys.item(v, item_id)) for item_id in item_ids], dim)
         if match.row >= 0:
             for i, item_id in enumerate(item_ids):
                 raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))

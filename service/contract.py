@@ -402,7 +402,9 @@ def relevance_features(
 _FEW_TERMS = 8
 
 
-def _is_any(hashes: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]) -> Any:
+def _is_any(
+    hashes: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.bool_]:
     """Which of ``hashes`` are in ``wanted`` (a boolean array like ``hashes``).
 
     >>> _is_any(np.array([1, 2, 3], dtype=np.uint64), np.array([3, 1], dtype=np.uint64)).tolist()

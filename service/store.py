@@ -466,7 +466,7 @@ class RedisStore:
 
         user = user_features(user_raw, dim)
 
-        c = _candidates(values[3 : 3 + n], dim)
+        c = candidate_features(values[3 : 3 + n], dim)
         if match.row >= 0:
             pair_values = values[4 + n :]
             found = [raw for raw in pair_values if raw is not None]
@@ -482,8 +482,8 @@ def _present(values: list[bytes | None]) -> list[int]:
     return [i for i, raw in enumerate(values) if raw is not None]
 
 
-def _candidates(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
-    """Candidate features from the item records of one MGET (None: not in the index)."""
+def candidate_features(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
+    """Candidate features from item records as Redis returned them (None: not in the index)."""
     n = len(item_values)
     found = [raw for raw in item_values if raw is not None]
     if not found:
