@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch is pinned so CPU machines take the CPU build; change it for a CUDA machine.
 TORCH_SPEC ?= torch==2.13.0
+# The service's ONNX Runtime: `serve` (onnxruntime, CPU) or `serve-gpu` (onnxruntime-gpu, CUDA).
+SERVE_EXTRA ?= serve
 DEMO_DIR ?= artifacts/demo
 # `make demo DEMO_FLAGS=--exit-after-request` stops after the example request.
 DEMO_FLAGS ?=
@@ -19,7 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[serve,train,dev]"
+	@# the two builds install the same module: never both (a switch of SERVE_EXTRA replaces one)
+	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e ".[$(SERVE_EXTRA),train,dev]"
 	touch $@
 
 demo: venv
@@ -39,6 +43,7 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy deploy/stack_check.py deploy/docker/requirements.py
 
 unit: venv
 	$(BIN)/python -m pytest

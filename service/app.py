@@ -99,9 +99,13 @@ class ServiceState:
         self.store = open_store(s)
         try:
             await self.check_index()
+            usable = True
         except (IndexUnavailable, IndexMismatch) as err:
             log.warning("index not usable yet: %s", err)  # /readyz says so until it is
+            usable = False
         self.warm = True
+        # Each worker reports itself at once (a respawned one too), not at its first /readyz.
+        metrics.READY.labels(str(os.getpid())).set(1 if usable else 0)
         gc.collect()
         gc.freeze()  # the loaded models and index live forever: keep them out of GC passes
         gc.set_threshold(50_000, 20, 20)

@@ -15,11 +15,12 @@ import os
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import uvicorn
 
@@ -45,6 +46,9 @@ def serve(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
+    from service.metrics import reset_multiprocess_dir
+
+    reset_multiprocess_dir()
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -96,6 +100,24 @@ def compact_json(body: dict[str, Any]) -> str:
     return "\n".join([*lines, "}"])
 
 
+def _http(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET (or POST ``body`` as JSON) with the standard library: the status, the headers
+    (lower-case names) and the body; status 0 when nothing answered."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, _lower(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, _lower(err.headers), err.read()
+    except (urllib.error.URLError, OSError):
+        return 0, {}, b""
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
 def demo(argv: Sequence[str]) -> int:
     parser = _serve_parser("ranker demo")
     parser.add_argument("--packages", type=Path, default=Path("artifacts/demo/packages"))
@@ -127,29 +149,23 @@ def demo(argv: Sequence[str]) -> int:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://{args.host}:{args.port}"
-    with httpx.Client(base_url=base, timeout=10) as client:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                print("ranker demo: the service did not become ready")
-                server.should_exit = True
-                return 1
-            time.sleep(0.2)
-        request = example_request(args.snapshot, candidates=8)
-        print(f"POST {base}/rank")
-        print(compact_json(request))
-        response = client.post("/rank", json=request)
-        print(f"-> {response.status_code}, Server-Timing: {response.headers.get('server-timing')}")
-        print(compact_json(response.json()))
+    deadline = time.monotonic() + 120
+    while _http(f"{base}/readyz")[0] != 200:
+        if time.monotonic() > deadline or not thread.is_alive():
+            print("ranker demo: the service did not become ready")
+            server.should_exit = True
+            return 1
+        time.sleep(0.2)
+    request = example_request(args.snapshot, candidates=8)
+    print(f"POST {base}/rank")
+    print(compact_json(request))
+    status, headers, body = _http(f"{base}/rank", request)
+    print(f"-> {status}, Server-Timing: {headers.get('server-timing')}")
+    print(compact_json(json.loads(body)))
     if args.exit_after_request:
         server.should_exit = True
         thread.join(timeout=10)
-        return 0 if response.status_code == 200 else 1
+        return 0 if status == 200 else 1
     print(f"serving on {base} (docs at {base}/docs); Ctrl-C stops")
     try:
         thread.join()

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from deploy.docker.requirements import requirements
+from deploy.stack_check import panels_without_data
 from service.metrics import EXPORTED
 from service.settings import Settings
 from tests.service.conftest import free_port, live_server
@@ -74,13 +75,28 @@ def test_dockerfile_lints_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_serving_image_installs_no_torch() -> None:
+def test_the_serving_images_install_no_torch_and_one_onnxruntime() -> None:
+    for extra, runtime in (("serve", "onnxruntime"), ("serve-gpu", "onnxruntime-gpu")):
+        listed = requirements(ROOT / "pyproject.toml", extra)
+        names = {re.split(r"[\[<>=;~ ]", r)[0] for r in listed}
+        assert "torch" not in names and not {n for n in names if n.startswith("ranker")}
+        assert names & {"onnxruntime", "onnxruntime-gpu"} == {runtime}
+        assert {"fastapi", "uvicorn", "redis", "numpy"} <= names  # serve-base expanded
+
+
+def test_the_dockerfile_builds_offline_cpu_first_with_a_dependency_layer() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "[serve]" in dockerfile and "[train]" not in dockerfile
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    serve = " ".join(extras["optional-dependencies"]["serve"])
-    assert "torch" not in serve
-    assert "HEALTHCHECK" in dockerfile and "USER 10001" in dockerfile
+    assert not dockerfile.startswith("# syntax=")  # BuildKit would fetch a frontend
+    stages = re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.MULTILINE)
+    assert stages == ["cpu", "gpu"]  # the classic builder builds every stage before its target
+    for stage, extra in zip(dockerfile.split("\nFROM ")[1:], ("serve", "serve-gpu"), strict=True):
+        lines = stage.splitlines()
+        deps = next(i for i, line in enumerate(lines) if f"pyproject.toml {extra} " in line)
+        code = next(i for i, line in enumerate(lines) if line.startswith("COPY service"))
+        copies_before = [line for line in lines[:deps] if line.startswith("COPY")]
+        assert copies_before == ["COPY pyproject.toml deploy/docker/requirements.py ./"]
+        assert deps < code  # a code change leaves the dependency layer cached
+        assert "USER 10001:10001" in stage and "HEALTHCHECK" in stage
 
 
 def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
@@ -144,7 +160,8 @@ def test_the_dashboard_covers_what_operators_need() -> None:
 @pytest.fixture
 def live_service(tiny_exports: dict[str, Any], tiny_snapshot: Any) -> Iterator[str]:
     settings = Settings(
-        models=[tiny_exports["prectr"].package.folder],
+        models=[tiny_exports["prectr"].package.folder, tiny_exports["vanilla"].package.folder],
+        shadow_model="vanilla",  # so the shadow panels have data too
         snapshot=tiny_snapshot.folder,
         store="embedded",
         device="cpu",
@@ -153,7 +170,7 @@ def live_service(tiny_exports: dict[str, Any], tiny_snapshot: Any) -> Iterator[s
         yield base
 
 
-def test_a_real_prometheus_scrapes_the_service_and_computes_p99(
+def test_a_real_prometheus_scrapes_the_service_and_every_dashboard_panel_has_data(
     live_service: str, tiny_snapshot: Any, tmp_path: Path
 ) -> None:
     from service.serve import example_request
@@ -174,7 +191,7 @@ def test_a_real_prometheus_scrapes_the_service_and_computes_p99(
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     body = example_request(tiny_snapshot.folder, candidates=8)
-    query = (
+    p99_query = (
         "histogram_quantile(0.99, sum by (le) "
         '(rate(ranker_request_duration_seconds_bucket{status="200"}[30s])))'
     )
@@ -182,23 +199,30 @@ def test_a_real_prometheus_scrapes_the_service_and_computes_p99(
         try:
             api = f"http://127.0.0.1:{port}/api/v1"
             p99 = None
+            empty_panels: list[str] = ["not evaluated yet"]
             deadline = time.monotonic() + 90
             with httpx.Client() as client:
-                while p99 is None:
+
+                def query(expr: str) -> list[dict[str, Any]]:
+                    reply = client.get(f"{api}/query", params={"query": expr}).json()
+                    assert reply["status"] == "success", (expr, reply)
+                    result: list[dict[str, Any]] = reply["data"]["result"]
+                    return result
+
+                while p99 is None or empty_panels:
                     assert prom.poll() is None, "prometheus exited"
-                    assert time.monotonic() < deadline, "no p99 from prometheus"
+                    assert time.monotonic() < deadline, f"p99 {p99}, no data: {empty_panels}"
                     for _ in range(20):
                         assert client.post(f"{live_service}/rank", json=body).status_code == 200
                     try:
-                        reply = client.get(f"{api}/query", params={"query": query}).json()
+                        result = query(p99_query)
+                        empty_panels = panels_without_data(query)
                     except (httpx.TransportError, ValueError):
                         time.sleep(0.5)
                         continue
-                    result = reply.get("data", {}).get("result", [])
                     if result and result[0]["value"][1] not in ("NaN", "+Inf"):
                         p99 = float(result[0]["value"][1])
-                    else:
-                        time.sleep(0.5)
+                    time.sleep(0.5)
                 rules = client.get(f"{api}/rules").json()["data"]["groups"]
         finally:
             prom.terminate()

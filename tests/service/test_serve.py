@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,72 @@ def test_metrics_add_up_over_several_worker_processes(
     assert total == 40
     assert len(list(tmp_path.glob("*.db"))) >= 2  # both workers wrote their counters
     assert ready  # readiness is reported per worker process (label pid)
+
+
+def _workers_of(server_pid: int) -> list[int]:
+    """The uvicorn worker processes of a server (children started by multiprocessing spawn)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server_pid and b"spawn_main" in cmdline:
+            workers.append(int(entry.name))
+    return sorted(workers)
+
+
+def _ready_by_pid(exposition: str) -> dict[int, float]:
+    ready = {}
+    for line in exposition.splitlines():
+        if line.startswith("ranker_ready{"):
+            pid = line.split('pid="', 1)[1].split('"', 1)[0]
+            ready[int(pid)] = float(line.rsplit(" ", 1)[1])
+    return ready
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker pids from /proc")
+def test_a_killed_worker_leaves_no_ready_series_behind(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    """kill -9 of a worker: uvicorn respawns it, and ranker_ready has one series per live
+    worker, every one 1 (the dead pid's file is dropped); files of an earlier run are gone."""
+    stale = tmp_path / "gauge_liveall_1.db"
+    stale.write_bytes(b"left by an earlier run")
+    port = free_port()
+    env = {
+        **os.environ,
+        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
+        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
+        "RANKER_DEVICE": "cpu",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)]
+    with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.DEVNULL) as server:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(base, lambda: server.poll() is None)
+            assert not stale.exists()
+            before = _workers_of(server.pid)
+            assert len(before) == 2
+            os.kill(before[0], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:
+                after = _workers_of(server.pid)
+                ready = _ready_by_pid(httpx.get(f"{base}/metrics").text)
+                if len(after) == 2 and before[0] not in after and sorted(ready) == after:
+                    break
+                assert time.monotonic() < deadline, f"workers {after}, ready series {ready}"
+                time.sleep(0.2)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    assert before[0] not in ready
+    assert set(ready.values()) == {1.0}
 
 
 def test_demo_serves_and_answers_the_example_request(
