@@ -12,7 +12,8 @@ The arrays are built by the contract's own encoders (`FeatureField.encode`, `rel
   model trained on zeros there, not on the approximator's guess).
 
 Items the index lacks take values from the request's ``features`` where given (category, brand,
-price bucket, title, text), else defaults; the position is served as missing (bucket 0).
+price bucket, title, text), else defaults. The display position is no input: training learns
+its bias apart from the model, so the served function is the one evaluated offline.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ REQUEST_FIELDS = (
     "query_category",
     "is_search",
     "hour",
-    "position",
 )
 ITEM_FIELDS = ("item_id", "item_brand", "item_category", "item_price_bucket")
 
@@ -140,7 +140,6 @@ class Assembler:
             "query_category": fields["query_category"].encode_one(_int_or_none(q.category)),
             "is_search": fields["is_search"].encode_one(int(is_search)),
             "hour": fields["hour"].encode_one(hour),
-            "position": MISSING_BUCKET,  # served as missing: no position bias
         }
         per_item = {
             "item_id": self._hashed_column(

@@ -510,8 +510,8 @@ def default_feature_spec(text_dim: int = DEFAULT_TEXT_DIM) -> FeatureSpec:
         vector("pair_vec", "pair", "reduced MiniLM vector of [CLS] Q [SEP] I [SEP]"),
         categorical("is_search", "context", 3, "1 search request, 0 recommendation", hashed=False),
         categorical("hour", "context", 25, "hour of day 0..23", hashed=False),
-        categorical(
-            "position", "context", 17, "display position in training; 0 when serving", hashed=False
-        ),
+        # No display position: it is not known when ranking, so no served input may carry it.
+        # Training learns its bias in a shallow tower beside the model (training/models/
+        # position.py), added to the click logit in training only.
     )
     return FeatureSpec(fields=fields, relevance_features=RELEVANCE_FEATURES)

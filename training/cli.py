@@ -202,14 +202,23 @@ def _report_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ranker train report", description="Tables 1 and 2 over seeds (md, json, png)"
     )
-    parser.add_argument("--data", type=Path, required=True, help="an encoded world folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="an encoded world folder; with {seed} in it, one world per seed",
+    )
     parser.add_argument("--out", type=Path, required=True, help="report folder (runs reused)")
     parser.add_argument(
         "--configs",
         default=",".join(dict.fromkeys(TABLE1 + TABLE2)),
         help="comma-separated config names from training/configs",
     )
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument(
+        "--seeds",
+        default="0,1,2,3,4",
+        help="comma-separated seeds (each sets initialization, batch order and text tower)",
+    )
     parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
     return parser
 
@@ -228,7 +237,7 @@ def _elec_report_parser() -> argparse.ArgumentParser:
         default=CONFIG_DIR / "elec.toml",
         help="the ELEC experiment",
     )
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     return parser
 
 

@@ -30,9 +30,10 @@ from training.data.tables import World
 from training.encode import EncodingCache, MiniLMEncoder, TextEncoder
 from training.evaluate import auc, logloss
 from training.features import ImpressionFeatures
-from training.losses import click_bce, clid_loss, representation_mse
+from training.losses import clid_loss, representation_mse
 from training.models import build_config
 from training.models.elec import MLLM, ELECConfig, GainNetwork, VanillaNetwork
+from training.models.position import PositionTower, position_aware_bce
 from training.sample_text import SampleVectors, sample_texts, sample_vectors
 from training.tower import train_text_tower
 from training.train import (
@@ -75,10 +76,15 @@ def _train_mllm(
     cfg: ExperimentConfig,
     rng: np.random.Generator,
 ) -> float:
-    """Train the M-LLM's new layers on clicks, freeze them; returns the validation AUC."""
+    """Train the M-LLM's new layers on clicks (through a position tower of its own, as every
+    click model here: PAL), freeze them; returns the validation AUC."""
     settings = cfg.elec
-    optimizer = torch.optim.Adam(mllm.parameters(), lr=settings.mllm_lr, fused=True)
+    tower = PositionTower()
+    optimizer = torch.optim.Adam(
+        [*mllm.parameters(), *tower.parameters()], lr=settings.mllm_lr, fused=True
+    )
     click = torch.from_numpy(features.labels["click"])
+    position = torch.from_numpy(features.labels["position"])
     for epoch in range(settings.mllm_epochs):
         order = rng.permutation(train)
         for start in tqdm(
@@ -89,7 +95,7 @@ def _train_mllm(
             rows = order[start : start + cfg.train.batch_size]
             optimizer.zero_grad()
             out = mllm(torch.from_numpy(samples.compose(rows)))
-            loss = click_bce(out["logit"], click[rows])
+            loss = position_aware_bce(out["logit"], tower.log_seen(position[rows]), click[rows])
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     mllm.eval()
@@ -105,10 +111,18 @@ def distillation_loss(
     vanilla_out: dict[str, torch.Tensor],
     batch: Batch,
     settings: ElecSection,
+    towers: tuple[PositionTower, PositionTower],
 ) -> torch.Tensor:
-    """L_gain + L_van + L_score + alpha * L_rep (Eq. 5), the terms switched by ``settings``."""
-    loss = click_bce(gain_out["logit"], batch["click"]) + click_bce(
-        vanilla_out["logit"], batch["click"]
+    """L_gain + L_van + L_score + alpha * L_rep (Eq. 5), the terms switched by ``settings``.
+
+    The click terms go through each network's position tower (PAL); the distillation terms
+    compare the networks' own position-free logits, the ones that rank.
+    """
+    gain_tower, vanilla_tower = towers
+    loss = position_aware_bce(
+        gain_out["logit"], gain_tower.log_seen(batch["position"]), batch["click"]
+    ) + position_aware_bce(
+        vanilla_out["logit"], vanilla_tower.log_seen(batch["position"]), batch["click"]
     )
     if settings.use_clid:
         loss = loss + clid_loss(vanilla_out["logit"], gain_out["logit"], batch["request"])
@@ -157,10 +171,17 @@ def run_elec(
         scores: torch.Tensor = gain(batch, high)["score"]
         return scores
 
+    towers = (PositionTower(), PositionTower())
     optimizer = torch.optim.Adam(
-        [*gain.parameters(), *vanilla.parameters()], lr=cfg.train.lr, fused=True
+        [p for module in (gain, vanilla, *towers) for p in module.parameters()],
+        lr=cfg.train.lr,
+        fused=True,
     )
-    stopper = EarlyStopping(cfg.name, cfg.train.patience, {"vanilla": vanilla, "gain": gain})
+    stopper = EarlyStopping(
+        cfg.name,
+        cfg.train.patience,
+        {"vanilla": vanilla, "gain": gain, "gain_position": towers[0], "position": towers[1]},
+    )
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train, cfg.train.batch_size, rng)
         total = 0.0
@@ -169,7 +190,9 @@ def run_elec(
             with torch.no_grad():
                 teacher_input = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
             optimizer.zero_grad()
-            loss = distillation_loss(gain(batch, teacher_input), vanilla(batch), batch, settings)
+            loss = distillation_loss(
+                gain(batch, teacher_input), vanilla(batch), batch, settings, towers
+            )
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += loss.item()
@@ -197,6 +220,9 @@ def run_elec(
     metrics.update(
         {
             "valid_auc": best_auc,
+            "best_epoch": stopper.best_epoch,
+            "epochs_run": len(history),
+            "train_seconds": time.perf_counter() - started,
             "gain_auc": auc(clicks, gain_test),
             "gain_logloss": logloss(clicks, gain_test),
             "mllm_auc": auc(clicks, mllm_test),
@@ -215,6 +241,7 @@ def run_elec(
             "elec": settings.model_dump(),
             "encoder_fingerprint": encoder.fingerprint,
             "seconds": time.perf_counter() - started,
+            "position_seen": towers[1].seen(),
         },
     )
     torch.save(gain.state_dict(), out_dir / "gain.pt")

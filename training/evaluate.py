@@ -1,4 +1,6 @@
-"""Offline metrics: AUC, GAUC (Eq. 11), LogLoss, RelaImpr (Eq. 12), Relevance Score@10 (Eq. 13).
+"""Offline metrics: AUC, GAUC (Eq. 11), LogLoss, RelaImpr (Eq. 12), Relevance Score@10 (Eq. 13),
+and the per-request ranking metrics a user of `/rank` sees: NDCG@10 against graded relevance and
+the click AUC within each request.
 
 All functions take numpy arrays and return floats; none needs torch.
 """
@@ -50,6 +52,52 @@ def gauc(labels: Array, scores: Array, groups: Array) -> float:
             total += len(rows) * auc(y, scores[rows])
             weight += len(rows)
     return total / weight if weight else float("nan")
+
+
+def _runs(groups: Array) -> list[Array]:
+    """Row indices of each group (any group ids; rows need not be contiguous)."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(np.asarray(groups)[order])) + 1
+    return [rows for rows in np.split(order, bounds) if len(rows)]
+
+
+def request_auc(labels: Array, scores: Array, requests: Array) -> tuple[float, int]:
+    """Unweighted mean click AUC within each request that has a click and a non-click, and the
+    number of such requests: how well each returned ranking orders what its user clicked.
+
+    >>> clicks, requests = np.array([1, 0, 0, 1, 1]), np.array([1, 1, 2, 2, 3])
+    >>> request_auc(clicks, np.array([.9, .1, .8, .2, .5]), requests)  # 1.0 and 0.0; 3 skipped
+    (0.5, 2)
+    """
+    values = [
+        auc(labels[rows], scores[rows])
+        for rows in _runs(requests)
+        if 0 < labels[rows].sum() < len(rows)
+    ]
+    return (float(np.mean(values)) if values else float("nan")), len(values)
+
+
+def ndcg_at_k(relevance: Array, scores: Array, requests: Array, k: int = 10) -> tuple[float, int]:
+    """Mean NDCG@k of each request's ranking by ``scores`` against graded ``relevance`` (gain
+    2^rel - 1), over requests with a label (rel >= 0 on every row) and a positive ideal DCG; and
+    the number of such requests. Ties in score keep row order.
+
+    >>> ndcg_at_k(np.array([3, 0, 1]), np.array([0.2, 0.9, 0.5]), np.array([7, 7, 7]), k=2)
+    (0.0826..., 1)
+    """
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    values = []
+    for rows in _runs(requests):
+        rel = np.asarray(relevance[rows], dtype=np.float64)
+        if (rel < 0).any():
+            continue  # a request without a query has no relevance labels
+        gains = 2.0**rel - 1.0
+        ideal = np.sort(gains)[::-1][:k]
+        if ideal[0] <= 0:
+            continue
+        ranked = gains[np.argsort(-np.asarray(scores[rows]), kind="stable")][:k]
+        values.append(float(ranked @ discounts[: len(ranked)] / (ideal @ discounts[: len(ideal)])))
+    return (float(np.mean(values)) if values else float("nan")), len(values)
 
 
 def logloss(labels: Array, probabilities: Array, eps: float = 1e-7) -> float:

@@ -131,7 +131,6 @@ class ImpressionFeatures:
             ],
             "is_search": spec["is_search"].encode(is_search.tolist()),
             "hour": spec["hour"].encode(imp["hour"].tolist()),
-            "position": spec["position"].encode(imp["position"].tolist()),
         }
         self.categorical = np.stack([columns[n] for n in self.categorical_names], axis=1).astype(
             np.int32
@@ -165,6 +164,8 @@ class ImpressionFeatures:
             "request": imp["request_id"].astype(np.int64),
             "user": imp["user_id"].astype(np.int64),
             "query": query.astype(np.int64),
+            # training-only: the position tower's input, never a model's (see models/position.py)
+            "position": imp["position"].astype(np.int64),
         }
 
     def _pair_vectors(self, rows: Array) -> Array:

@@ -33,7 +33,7 @@ class FieldEmbedding(nn.Module):
         >>> spec = default_feature_spec()
         >>> emb = FieldEmbedding(spec, 4)
         >>> emb(torch.zeros(2, len(spec.select(kind="categorical")), dtype=torch.long)).shape
-        torch.Size([2, 13, 4])
+        torch.Size([2, 12, 4])
     """
 
     def __init__(self, spec: FeatureSpec, dim: int) -> None:

@@ -6,7 +6,8 @@
 - `semantic_consistency`: PRECTR's listwise regularizer (Eq. 4-5), per list.
 - `clid_loss`: ELEC's calibration-compatible listwise distillation (Eq. 1-2), per list.
 - `representation_mse`: ELEC's L_rep (Eq. 3).
-- `pwiser`: the pairwise conversion-aware ranking loss of papers/pwiser-loss.txt.
+- `pwiser`: the pairwise conversion-aware ranking loss of papers/pwiser-loss.txt (converted rows
+  against clicked-only rows, and against non-clicked rows).
 
 Lists are identified by a group id per row (the request id); rows of one list need not be
 contiguous.
@@ -96,23 +97,23 @@ def pwiser(
     score: Tensor,
     click: Tensor,
     conversion: Tensor,
-    margin_conversion: float = 0.3,
-    margin_click: float = 0.1,
+    margin_click_only: float = 0.3,
+    margin_non_click: float = 0.1,
 ) -> Tensor:
-    """Pairwise ranking over (converted > clicked-only > unclicked) with squared hinge margins.
+    """PWiseR (papers/pwiser-loss.txt, Eq. 2): both terms anchor on the converted samples.
 
-    Penalizes each (converted, clicked-only) pair whose score gap is below ``margin_conversion``
-    and each (clicked-only, unclicked) pair below ``margin_click``, averaged per pair set.
+    L = 1/(N2 N1) sum_{i in conv} sum_{j in click-only} [s_i - s_j < m1] (m1 - (s_i - s_j))^2
+      + 1/(N2 N0) sum_{i in conv} sum_{k in non-click}  [s_i - s_k < m2] (m2 - (s_i - s_k))^2
+
+    with N2, N1, N0 the numbers of converted, clicked-only and non-clicked rows of the batch. A
+    term whose pair set is empty contributes 0 (a batch without conversions has no PWiseR loss).
     """
-    converted = score[(conversion > 0)]
+    converted = score[conversion > 0]
     clicked_only = score[(click > 0) & (conversion <= 0)]
-    unclicked = score[click <= 0]
+    non_click = score[(click <= 0) & (conversion <= 0)]
     total = score.new_zeros(())
-    for high, low, margin in (
-        (converted, clicked_only, margin_conversion),
-        (clicked_only, unclicked, margin_click),
-    ):
-        if high.numel() and low.numel():
-            gap = high[:, None] - low[None, :]  # (H, L)
+    for low, margin in ((clicked_only, margin_click_only), (non_click, margin_non_click)):
+        if converted.numel() and low.numel():
+            gap = converted[:, None] - low[None, :]  # (N2, N1) or (N2, N0)
             total = total + F.relu(margin - gap).pow(2).mean()
     return total

@@ -23,7 +23,6 @@ from training.encode import EncodingCache, TextEncoder, encode_texts
 
 Array = npt.NDArray[Any]
 N_HOURS = 24
-N_POSITIONS = 16
 
 
 def _value(v: int) -> str:
@@ -48,8 +47,10 @@ def item_part(title: str, text: str, price_bucket: int) -> str:
     return f"Item is {title}. {text} Price level is {_value(price_bucket)}.".replace("  ", " ")
 
 
-def context_part(hour: int, position: int) -> str:
-    return f"Hour is {hour}. Position is {position}."
+def context_part(hour: int) -> str:
+    # No display position: the served ranking cannot know it, and a teacher whose vector carried
+    # it would distil position effects into a student that never sees them.
+    return f"Hour is {hour}."
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SampleVectors:
     users: Array  # (U, dim) one per user
     queries: Array  # (Q, dim)
     items: Array  # (I, dim)
-    contexts: Array  # (24 * 16, dim), row hour * 16 + position
+    contexts: Array  # (24, dim), row hour
     user_words: Array
     query_words: Array
     item_words: Array
@@ -69,9 +70,7 @@ class SampleVectors:
     def compose(self, rows: Array) -> npt.NDArray[np.float32]:
         imp = self.world.impressions
         user, query, item = imp["user_id"][rows], imp["query_id"][rows], imp["item_id"][rows]
-        context = imp["hour"][rows].astype(np.int64) * N_POSITIONS + np.minimum(
-            imp["position"][rows].astype(np.int64), N_POSITIONS - 1
-        )
+        context = imp["hour"][rows].astype(np.int64)
         parts = (
             (self.users[user], self.user_words[user]),
             (self.queries[query], self.query_words[query]),
@@ -95,7 +94,7 @@ def _texts_of(world: World) -> dict[str, list[str]]:
             item_part(str(t), str(x), int(p))
             for t, x, p in zip(items["title"], items["text"], items["price_bucket"], strict=True)
         ],
-        "contexts": [context_part(h, p) for h in range(N_HOURS) for p in range(N_POSITIONS)],
+        "contexts": [context_part(h) for h in range(N_HOURS)],
     }
 
 
@@ -139,7 +138,7 @@ def sample_texts(world: World, rows: Array) -> list[str]:
                     item_part(
                         str(items["title"][i]), str(items["text"][i]), int(items["price_bucket"][i])
                     ),
-                    context_part(int(imp["hour"][row]), int(imp["position"][row])),
+                    context_part(int(imp["hour"][row])),
                 )
             )
         )

@@ -6,8 +6,10 @@ An experiment is a TOML file (training/configs/*.toml) validated by `ExperimentC
 2. for PRECTR with ``two_stage``: pretrains the RSL module on the relevance levels of the pairs of
    training queries (PRECTR 4.3, Eq. 2), then co-trains with the RSL parameters at
    ``rsl_lr_ratio`` x the base learning rate;
-3. trains on whole request lists (the listwise terms need them) with click BCE, plus PRECTR's
-   semantic consistency (gamma) and the optional PWiseR term, early-stopping on validation AUC;
+3. trains on whole request lists (the listwise terms need them) with click BCE through the
+   position tower (training.models.position: P(click) = P(seen | position) * the model's
+   probability, PAL), plus PRECTR's semantic consistency (gamma) and the optional PWiseR term on
+   the model's own position-free score, early-stopping on the validation AUC of that score;
 4. evaluates the best weights on the test split and writes ``model.pt`` + ``meta.json``
    (config, contract hash, tower fingerprint, metrics, git sha) + ``metrics.json``.
 
@@ -37,10 +39,11 @@ from tqdm import tqdm
 
 from service.contract import FeatureSpec, default_feature_spec
 from training.data.tables import World
-from training.evaluate import auc, gauc, logloss, relevance_score_at_k
+from training.evaluate import auc, gauc, logloss, ndcg_at_k, relevance_score_at_k, request_auc
 from training.features import ImpressionFeatures
-from training.losses import click_bce, pwiser, relevance_cross_entropy, semantic_consistency
+from training.losses import pwiser, relevance_cross_entropy, semantic_consistency
 from training.models import build_model
+from training.models.position import PositionTower, position_aware_bce
 from training.models.prectr import PRECTR
 from training.tower import TowerSettings, tower_meta, train_text_tower
 
@@ -60,10 +63,10 @@ class ModelSection(_Section):
 class TrainSection(_Section):
     seed: int = 0
     batch_size: int = 2048
-    epochs: int = 4
+    epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 1
+    patience: int = 2
     max_train_rows: int | None = None
     eval_batch_size: int = 8192
     threads: int | None = None
@@ -82,9 +85,12 @@ class PrectrSection(_Section):
 
 
 class LossSection(_Section):
+    # The relevance levels as an auxiliary task, for models with ``rsl_logits`` other than
+    # PRECTR (whose RSL trains in its own stage): the fusion control, WideDeepPair.
+    relevance_weight: float = 0.0
     pwiser_weight: float = 0.0
-    pwiser_margin_conversion: float = 0.3
-    pwiser_margin_click: float = 0.1
+    pwiser_margin_click_only: float = 0.3  # converted vs clicked-only
+    pwiser_margin_non_click: float = 0.1  # converted vs non-clicked
 
 
 class ElecSection(_Section):
@@ -165,7 +171,8 @@ def request_batches(
 class EarlyStopping:
     """Keeps the best weights of some modules by validation AUC and says when to stop.
 
-    Stops once ``patience`` + 1 epochs in a row fail to beat the best; `restore` loads the best.
+    Stops once ``patience`` epochs in a row fail to beat the best; `restore` loads the best,
+    and `best_epoch` says which epoch that was (1-based).
     """
 
     def __init__(self, name: str, patience: int, modules: dict[str, nn.Module]) -> None:
@@ -173,6 +180,7 @@ class EarlyStopping:
         self.patience = patience
         self.modules = modules
         self.best_auc = -1.0
+        self.best_epoch = 0
         self.history: list[dict[str, float]] = []
         self._best: dict[str, dict[str, torch.Tensor]] = {}
         self._stale = 0
@@ -191,13 +199,14 @@ class EarlyStopping:
         )
         if valid_auc > self.best_auc:
             self.best_auc, self._stale = valid_auc, 0
+            self.best_epoch = len(self.history)
             self._best = {
                 name: {k: v.detach().clone() for k, v in module.state_dict().items()}
                 for name, module in self.modules.items()
             }
             return False
         self._stale += 1
-        return self._stale > self.patience
+        return self._stale >= self.patience
 
     def restore(self) -> None:
         for name, state in self._best.items():
@@ -247,14 +256,24 @@ def evaluate_rows(
 def score_metrics(
     scores: Array, features: ImpressionFeatures, rows: Array, world_dir: Path
 ) -> dict[str, float]:
-    """The offline metrics of given scores of some rows."""
+    """The offline metrics of given scores of some rows: AUC, GAUC by user, LogLoss, the
+    per-request click AUC and NDCG@10 against graded relevance (with the number of requests each
+    covers) and Relevance Score@10. The scores are the model's own, position-free: the function
+    the service ranks by."""
     labels = features.labels
     minilm_queries = np.load(world_dir / "vectors" / "queries.npy", mmap_mode="r")
     minilm_items = np.load(world_dir / "vectors" / "items.npy", mmap_mode="r")
+    click, request = labels["click"][rows], labels["request"][rows]
+    request_click_auc, auc_requests = request_auc(click, scores, request)
+    ndcg, ndcg_requests = ndcg_at_k(labels["relevance"][rows], scores, request, k=10)
     return {
-        "auc": auc(labels["click"][rows], scores),
-        "gauc": gauc(labels["click"][rows], scores, labels["user"][rows]),
-        "logloss": logloss(labels["click"][rows], scores),
+        "auc": auc(click, scores),
+        "gauc": gauc(click, scores, labels["user"][rows]),
+        "logloss": logloss(click, scores),
+        "request_auc": request_click_auc,
+        "request_auc_requests": auc_requests,
+        "ndcg_at_10": ndcg,
+        "ndcg_requests": ndcg_requests,
         "relevance_score_at_10": relevance_score_at_k(
             labels["query"][rows],
             features.item_id[rows],
@@ -299,14 +318,18 @@ def _pretrain_rsl(
     return float(accuracy)
 
 
-def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """Adam; PRECTR's RSL parameters get ``rsl_lr_ratio`` x the base rate after pretraining."""
+def build_optimizer(
+    model: nn.Module, cfg: ExperimentConfig, extra: list[nn.Parameter] | None = None
+) -> torch.optim.Optimizer:
+    """Adam over the model's and the ``extra`` (position tower) parameters; PRECTR's RSL
+    parameters get ``rsl_lr_ratio`` x the base rate after pretraining."""
     base = cfg.train.lr
+    extra = extra or []
     if isinstance(model, PRECTR) and cfg.prectr.two_stage:
         rsl_ids = {id(p) for p in model.rsl_parameters()}
         groups = [
             {
-                "params": [p for p in model.parameters() if id(p) not in rsl_ids],
+                "params": [p for p in model.parameters() if id(p) not in rsl_ids] + extra,
                 "lr": base,
                 "name": "base",
             },
@@ -316,8 +339,23 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Opti
     # fused: one kernel over all parameters; 10x faster than the default on CPU for the large
     # embedding tables.
     return torch.optim.Adam(
-        model.parameters(), lr=base, weight_decay=cfg.train.weight_decay, fused=True
+        [*model.parameters(), *extra], lr=base, weight_decay=cfg.train.weight_decay, fused=True
     )
+
+
+class WithPositionTower(nn.Module):
+    """A model and its training-only position tower as one module (what DDP wraps, so both
+    are synchronized): the model's outputs plus ``log_seen`` (B,) of each row's position."""
+
+    def __init__(self, model: nn.Module, tower: PositionTower) -> None:
+        super().__init__()
+        self.model = model
+        self.tower = tower
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = dict(self.model(batch))
+        outputs["log_seen"] = self.tower.log_seen(batch["position"])
+        return outputs
 
 
 def training_loss(
@@ -326,7 +364,9 @@ def training_loss(
     cfg: ExperimentConfig,
     is_prectr: bool,
 ) -> torch.Tensor:
-    loss = click_bce(outputs["logit"], batch["click"])
+    """Click BCE of P(seen | position) x the model's probability, plus the listwise terms on the
+    model's own (position-free) score: what ranks when served."""
+    loss = position_aware_bce(outputs["logit"], outputs["log_seen"], batch["click"])
     if is_prectr and cfg.prectr.gamma > 0:
         loss = loss + cfg.prectr.gamma * semantic_consistency(
             outputs["score"],
@@ -336,13 +376,17 @@ def training_loss(
             cfg.prectr.alpha,
             cfg.prectr.beta,
         )
+    if not is_prectr and cfg.loss.relevance_weight > 0:
+        loss = loss + cfg.loss.relevance_weight * relevance_cross_entropy(
+            outputs["rsl_logits"], batch["relevance"]
+        )
     if cfg.loss.pwiser_weight > 0:
         loss = loss + cfg.loss.pwiser_weight * pwiser(
             outputs["score"],
             batch["click"],
             batch["conversion"],
-            cfg.loss.pwiser_margin_conversion,
-            cfg.loss.pwiser_margin_click,
+            cfg.loss.pwiser_margin_click_only,
+            cfg.loss.pwiser_margin_non_click,
         )
     return loss
 
@@ -372,12 +416,13 @@ def run_training(
     if is_prectr and cfg.prectr.two_stage:
         assert isinstance(model, PRECTR)
         extra["rsl_pretrain_accuracy"] = _pretrain_rsl(model, features, cfg, rng)
-    optimizer = build_optimizer(model, cfg)
-    trainable: nn.Module = model
+    tower = PositionTower()
+    optimizer = build_optimizer(model, cfg, list(tower.parameters()))
+    trainable: nn.Module = WithPositionTower(model, tower)
     if world_size > 1:
-        trainable = nn.parallel.DistributedDataParallel(model)
+        trainable = nn.parallel.DistributedDataParallel(trainable)
 
-    stopper = EarlyStopping(cfg.name, cfg.train.patience, {"model": model})
+    stopper = EarlyStopping(cfg.name, cfg.train.patience, {"model": model, "position": tower})
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train_rows, cfg.train.batch_size, rng)
         batches = batches[: len(batches) - len(batches) % world_size][rank::world_size]
@@ -403,8 +448,16 @@ def run_training(
     best_auc, history = stopper.best_auc, stopper.history
 
     metrics = evaluate_rows(model, features, test_rows, world_dir, cfg.train.eval_batch_size)
-    metrics.update({"valid_auc": best_auc, **extra})
     seconds = time.perf_counter() - started
+    metrics.update(
+        {
+            "valid_auc": best_auc,
+            "best_epoch": stopper.best_epoch,
+            "epochs_run": len(history),
+            "train_seconds": seconds,
+            **extra,
+        }
+    )
     if rank == 0:
         save_checkpoint(
             out_dir,
@@ -412,7 +465,13 @@ def run_training(
             cfg,
             spec,
             world_dir,
-            {"metrics": metrics, "history": history, "seconds": seconds, "world_size": world_size},
+            {
+                "metrics": metrics,
+                "history": history,
+                "seconds": seconds,
+                "world_size": world_size,
+                "position_seen": tower.seen(),  # P(seen | position) the tower learnt
+            },
         )
     return RunResult(metrics, out_dir, seconds, model, history)
 

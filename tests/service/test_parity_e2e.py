@@ -1,10 +1,12 @@
 """End-to-end parity: logged requests through the service (real Redis, real HTTP, ONNX Runtime)
-score the same as the offline torch model on the same features, built by the offline pipeline.
+get exactly the inputs the evaluated model saw, and the same scores.
 
-The offline side is `training.features.ImpressionFeatures` (the code training uses) over the
-logged impressions as served: position missing, and the history the index holds (each user's last
-50 clicks). The service side assembles from the Redis index with `service.assemble`. Agreement
-within 1e-4 means the two pipelines compute the same features.
+The offline side is `training.features.ImpressionFeatures` (the code training and evaluation
+use) over the logged impressions, with the history the index holds (each user's last 50 clicks).
+The display position is in those logged rows and in no model input: training learns its bias
+beside the model (PAL). The service side assembles from the Redis index with `service.assemble`;
+the test records what it feeds ONNX Runtime and compares every served input with the offline
+batch, then the scores within 1e-4.
 """
 
 from __future__ import annotations
@@ -53,17 +55,36 @@ def logged_requests(world: World, n_search: int, n_recommend: int) -> list[np.nd
 
 
 def as_served(world: World, rows: np.ndarray[Any, Any]) -> World:
-    """The world with only these impressions, as the service sees them: no position, and the
-    user's last 50 clicks as history."""
+    """The world with only these impressions, with the user's last 50 clicks as history (what
+    the index holds). Their logged positions stay: no model input reads them."""
     imp = world.impressions.take(rows)
     columns = {name: np.array(imp[name]) for name in imp}
     users = world.clicks["user_id"].astype(np.int64)
     end = np.searchsorted(users, columns["user_id"], side="right")
     start = np.searchsorted(users, columns["user_id"], side="left")
-    columns["position"] = np.full(len(rows), -1, dtype=columns["position"].dtype)
     columns["hist_end"] = end.astype(np.int64)
     columns["hist_len"] = np.minimum(end - start, HISTORY_LENGTH).astype(np.int16)
     return World(world.items, world.queries, world.users, world.pairs, Table(columns), world.clicks)
+
+
+def assert_same_inputs(
+    served: dict[str, np.ndarray[Any, Any]], offline: dict[str, torch.Tensor], n: int
+) -> None:
+    """Every input the graph got equals what the evaluated model read for the same rows."""
+    assert "position" not in served
+    for name, array in served.items():
+        if name == "pair_known":
+            continue  # the served graph's switch to its approximator (every pair known here)
+        expected = offline[name].numpy()
+        got = array[:n] if array.shape[0] >= n and name not in REQUEST_INPUTS else array
+        assert got.shape == expected.shape, (name, got.shape, expected.shape)
+        if got.dtype.kind in "biu":
+            np.testing.assert_array_equal(got, expected, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=name)
+
+
+REQUEST_INPUTS = ("query_vec", "history_query_vec", "history_pair_vec", "history_mask")
 
 
 @pytest.mark.parametrize("family", ["prectr", "vanilla"])
@@ -89,11 +110,21 @@ def test_service_scores_equal_the_offline_model_on_logged_requests(
     settings = make_settings(store="redis", redis_url=url, namespace=prefix)
     worst = 0.0
     with TestClient(create_app(settings)) as service:
+        runner = service.app.state.service.registry.get(family).runner  # type: ignore[attr-defined]
+        fed: list[dict[str, np.ndarray[Any, Any]]] = []
+        run_graph = runner.run
+
+        def recording(inputs: dict[str, np.ndarray[Any, Any]]) -> Any:
+            fed.append({name: np.array(array) for name, array in inputs.items()})
+            return run_graph(inputs)
+
+        runner.run = recording
         for rows in chosen:
             served_world = as_served(world, rows)
             features = ImpressionFeatures(served_world, vectors, run.spec)
+            batch = features.batch(np.arange(len(rows)))
             with torch.no_grad():
-                offline = run.model(features.batch(np.arange(len(rows))))["score"].numpy()
+                offline = run.model(batch)["score"].numpy()
 
             imp = world.impressions
             query_id = int(imp["query_id"][rows[0]])
@@ -106,8 +137,11 @@ def test_service_scores_equal_the_offline_model_on_logged_requests(
                 "model": family,
                 "context": {"hour": int(imp["hour"][rows[0]])},
             }
+            fed.clear()
             response = service.post("/rank", json=body)
             assert response.status_code == 200, response.text
+            assert len(fed) == 1
+            assert_same_inputs(fed[0], batch, len(rows))
             out = response.json()
             assert out["degraded"] == [] and out["index_version"]
             assert not any(item.get("flags") for item in out["items"])  # everything was indexed

@@ -10,9 +10,10 @@ import torch
 
 from service.contract import default_feature_spec
 from training.encode import MiniLMEncoder
-from training.losses import click_bce, clid_loss, representation_mse
+from training.losses import clid_loss, representation_mse
 from training.models.baselines import example_batch
 from training.models.elec import MLLM, ELECConfig, GainNetwork, VanillaNetwork
+from training.models.position import PositionTower, position_aware_bce
 from training.report import run_elec_report
 from training.train import ElecSection, load_config
 
@@ -44,15 +45,23 @@ def test_distillation_terms_switch_off_to_the_two_cross_entropies() -> None:
     torch.manual_seed(0)
     gain_out = {"logit": torch.randn(6), "high_level": torch.randn(6, 4)}
     vanilla_out = {"logit": torch.randn(6), "high_level": torch.randn(6, 4)}
-    batch = {"click": torch.tensor([1, 0, 0, 1, 0, 0]), "request": torch.tensor([0] * 3 + [1] * 3)}
+    batch = {
+        "click": torch.tensor([1, 0, 0, 1, 0, 0]),
+        "request": torch.tensor([0] * 3 + [1] * 3),
+        "position": torch.tensor([0, 1, 2, 0, 1, 2]),
+    }
+    towers = (PositionTower(), PositionTower())
+    with torch.no_grad():
+        towers[0].logit[:3] = torch.tensor([3.0, 1.0, -1.0])  # each network has its own
     plain = distillation_loss(
-        gain_out, vanilla_out, batch, ElecSection(use_clid=False, use_rep=False)
+        gain_out, vanilla_out, batch, ElecSection(use_clid=False, use_rep=False), towers
     )
-    expected = click_bce(gain_out["logit"], batch["click"]) + click_bce(
-        vanilla_out["logit"], batch["click"]
+    expected = sum(
+        position_aware_bce(out["logit"], tower.log_seen(batch["position"]), batch["click"])
+        for out, tower in ((gain_out, towers[0]), (vanilla_out, towers[1]))
     )
     torch.testing.assert_close(plain, expected)
-    full = distillation_loss(gain_out, vanilla_out, batch, ElecSection(alpha=0.5))
+    full = distillation_loss(gain_out, vanilla_out, batch, ElecSection(alpha=0.5), towers)
     extra = clid_loss(vanilla_out["logit"], gain_out["logit"], batch["request"]) + 0.5 * (
         representation_mse(vanilla_out["high_level"], gain_out["high_level"])
     )

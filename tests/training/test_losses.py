@@ -53,10 +53,38 @@ def test_clid_equals_hand_computed_cross_entropy() -> None:
     assert math.isclose(got.item(), expected, rel_tol=1e-5)
 
 
-def test_representation_mse_and_pwiser() -> None:
+def test_representation_mse() -> None:
     assert representation_mse(torch.ones(2, 3), torch.zeros(2, 3)).item() == 3.0
-    score = torch.tensor([0.9, 0.5, 0.45])
-    # converted 0.9 vs clicked 0.5: gap 0.4 >= 0.3, no loss; clicked 0.5 vs unclicked 0.45:
-    # gap 0.05 < 0.1 -> (0.1 - 0.05)^2.
-    got = pwiser(score, torch.tensor([1, 1, 0]), torch.tensor([1, 0, 0]))
-    assert math.isclose(got.item(), 0.05**2, rel_tol=1e-4)
+
+
+def test_pwiser_anchors_both_terms_on_converted_rows() -> None:
+    """The paper's Eq. 2 by hand: 2 converted, 2 clicked-only and 3 non-clicked rows."""
+    score = torch.tensor([0.90, 0.40, 0.70, 0.55, 0.50, 0.20, 0.85])
+    click = torch.tensor([1, 1, 1, 1, 0, 0, 0])
+    conversion = torch.tensor([1, 1, 0, 0, 0, 0, 0])
+    m1, m2 = 0.3, 0.1
+    converted, clicked_only, non_click = [0.90, 0.40], [0.70, 0.55], [0.50, 0.20, 0.85]
+
+    def hinge(high: list[float], low: list[float], margin: float) -> float:
+        pairs = [(h, lo) for h in high for lo in low]
+        return sum(max(0.0, margin - (h - lo)) ** 2 for h, lo in pairs) / len(pairs)
+
+    expected = hinge(converted, clicked_only, m1) + hinge(converted, non_click, m2)
+    # the pairs by hand: vs clicked-only 0.9-0.7=0.2 -> 0.01, 0.9-0.55=0.35 -> 0,
+    # 0.4-0.7=-0.3 -> 0.36, 0.4-0.55=-0.15 -> 0.2025, over 4 pairs; vs non-click 0.9-0.5 -> 0,
+    # 0.9-0.2 -> 0, 0.9-0.85=0.05 -> 0.0025, 0.4-0.5=-0.1 -> 0.04, 0.4-0.2=0.2 -> 0,
+    # 0.4-0.85=-0.45 -> 0.3025, over 6 pairs
+    assert math.isclose(expected, (0.01 + 0.36 + 0.2025) / 4 + (0.0025 + 0.04 + 0.3025) / 6)
+    got = pwiser(score, click, conversion, margin_click_only=m1, margin_non_click=m2)
+    assert math.isclose(got.item(), expected, rel_tol=1e-5)
+    # a clicked-only row scored below a non-clicked one costs nothing: no term compares them
+    swapped = score.clone()
+    swapped[[2, 6]] = swapped[[6, 2]]  # clicked-only 0.85, non-click 0.70
+    again = pwiser(swapped, click, conversion, margin_click_only=m1, margin_non_click=m2)
+    assert math.isclose(
+        again.item(),
+        hinge(converted, [0.85, 0.55], m1) + hinge(converted, [0.5, 0.2, 0.7], m2),
+        rel_tol=1e-5,
+    )
+    # without conversions there is no loss
+    assert pwiser(score, click, torch.zeros(7, dtype=torch.long)).item() == 0.0

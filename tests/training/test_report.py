@@ -12,23 +12,53 @@ from training.report import render_markdown, run_report, summarize_runs
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-def test_summary_has_mean_std_rela_impr_and_significance() -> None:
+def _run(auc: float, gauc: float, ndcg: float) -> dict[str, float]:
+    return {
+        "auc": auc,
+        "gauc": gauc,
+        "logloss": 0.4,
+        "request_auc": auc - 0.05,
+        "ndcg_at_10": ndcg,
+        "relevance_score_at_10": 0.4,
+        "best_epoch": 3,
+        "epochs_run": 5,
+        "train_seconds": 12.0,
+    }
+
+
+def test_summary_compares_by_paired_intervals_and_says_only_what_they_show() -> None:
     runs = {
-        "wide_deep": [
-            {"auc": 0.70, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4},
-            {"auc": 0.71, "gauc": 0.6, "logloss": 0.4, "relevance_score_at_10": 0.4},
-        ],
-        "prectr": [
-            {"auc": 0.75, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5},
-            {"auc": 0.76, "gauc": 0.7, "logloss": 0.3, "relevance_score_at_10": 0.5},
+        "wide_deep": [_run(0.70, 0.60, 0.50), _run(0.71, 0.61, 0.52), _run(0.72, 0.60, 0.49)],
+        # AUC +0.05 in every seed: shown; NDCG up in one seed, down in another: not shown
+        "prectr": [_run(0.75, 0.62, 0.56), _run(0.76, 0.63, 0.46), _run(0.77, 0.62, 0.50)],
+        "prectr_no_incentive": [
+            _run(0.74, 0.62, 0.56),
+            _run(0.75, 0.63, 0.46),
+            _run(0.76, 0.62, 0.50),
         ],
     }
-    report = summarize_runs(runs, [0, 1])
+    report = summarize_runs(runs, [0, 1, 2])
     prectr = report["table"]["prectr"]
-    assert abs(prectr["auc"]["mean"] - 0.755) < 1e-9
-    assert abs(prectr["rela_impr"]["values"][0] - 25.0) < 1e-9  # (0.25 / 0.20 - 1) * 100
-    assert report["prectr_vs_wide_deep"]["auc"]["beats_by_2_std"]
-    assert "Table 1" in render_markdown({**report, "data": "x"})
+    assert abs(prectr["auc"]["mean"] - 0.76) < 1e-9
+    assert abs(prectr["rela_impr_auc"]["values"][0] - 25.0) < 1e-9  # (0.25 / 0.20 - 1) * 100
+    assert abs(prectr["rela_impr_gauc"]["values"][0] - 20.0) < 1e-9  # (0.12 / 0.10 - 1) * 100
+    auc = report["vs_base"]["prectr"]["auc"]
+    assert auc["low"] > 0 and auc["verdict"] == "better"
+    ndcg = report["vs_base"]["prectr"]["ndcg_at_10"]
+    assert ndcg["low"] < 0 < ndcg["high"] and ndcg["verdict"] == "no difference shown"
+    # the incentive: PRECTR minus the ablation is +0.01 AUC in every seed, so it paid off there
+    incentive = report["vs_prectr"]["prectr_no_incentive"]
+    assert incentive["auc"]["verdict"] == "paid off"
+    assert incentive["ndcg_at_10"]["verdict"] == "no difference shown"
+    assert report["epochs"]["prectr"][0] == {
+        "seed": 0,
+        "best_epoch": 3,
+        "epochs_run": 5,
+        "seconds": 12.0,
+    }
+    markdown = render_markdown({**report, "data": "x"})
+    assert "Table 1" in markdown and "**better**" in markdown and "3/5" in markdown
+    assert "std)" not in markdown and "2 std" not in markdown
 
 
 def test_report_trains_each_seed_and_writes_md_json_png(
@@ -43,6 +73,8 @@ def test_report_trains_each_seed_and_writes_md_json_png(
         overrides={"train.epochs": 1},
     )
     assert len(report["table"]["prectr_tiny"]["auc"]["values"]) == 2
+    assert report["epochs"]["prectr_tiny"][1]["epochs_run"] == 1
+    assert "ndcg_at_10" in report["table"]["prectr_tiny"]
     for name in ("report.md", "report.json", "report.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "report.json").read_text())["seeds"] == [0, 1]

@@ -13,11 +13,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from service.contract import FeatureSpec
 from training.train import (
+    EarlyStopping,
     build_optimizer,
     load_config,
     request_batches,
     run_training,
+    training_loss,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
@@ -33,8 +36,57 @@ def test_tiny_prectr_run_learns_and_writes_its_checkpoint(
     assert result.metrics["auc"] > 0.7  # the oracle reaches about 0.87 on tiny
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["contract_hash"] and meta["text_tower"]["fingerprint"] and meta["git_sha"]
-    assert set(meta["metrics"]) >= {"auc", "gauc", "logloss", "relevance_score_at_10"}
+    assert set(meta["metrics"]) >= {
+        "auc",
+        "gauc",
+        "logloss",
+        "request_auc",
+        "ndcg_at_10",
+        "relevance_score_at_10",
+        "best_epoch",
+        "epochs_run",
+    }
+    assert 1 <= meta["metrics"]["best_epoch"] <= meta["metrics"]["epochs_run"] <= 3
     assert (tmp_path / "run" / "model.pt").is_file()
+    # the position tower learnt that lower slots are seen less (the tiny world's examination
+    # decays with position), and the saved model has no position input at all
+    seen = meta["position_seen"]
+    assert seen[0] > seen[4] > seen[9]
+    spec = FeatureSpec.load(tmp_path / "run" / "feature_spec.json")
+    assert "position" not in {field.name for field in spec.fields}
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_new_best() -> None:
+    stopper = EarlyStopping("x", patience=2, modules={"m": torch.nn.Linear(1, 1)})
+    decisions = [stopper.end_epoch(0.0, auc) for auc in (0.70, 0.72, 0.71, 0.715)]
+    assert decisions == [False, False, False, True]
+    assert stopper.best_epoch == 2 and stopper.best_auc == 0.72
+
+
+def test_the_fusion_control_trains_its_relevance_head(encoded_tiny_world: Path) -> None:
+    """wide_deep_pair: the auxiliary relevance loss is in its training loss with its weight."""
+    torch.manual_seed(0)
+    outputs = {
+        "logit": torch.randn(4),
+        "score": torch.rand(4),
+        "log_seen": torch.zeros(4),
+        "rsl_logits": torch.randn(4, 4),
+    }
+    batch = {
+        "click": torch.tensor([1.0, 0.0, 0.0, 1.0]),
+        "relevance": torch.tensor([3, 0, -1, 2]),  # -1: no query, ignored
+        "request": torch.tensor([0, 0, 1, 1]),
+        "conversion": torch.zeros(4),
+    }
+    plain = load_config(CONFIGS / "wide_deep_pair.toml", {"loss.relevance_weight": 0.0})
+    weighted = load_config(CONFIGS / "wide_deep_pair.toml", {"loss.relevance_weight": 2.0})
+    difference = training_loss(outputs, batch, weighted, False) - training_loss(
+        outputs, batch, plain, False
+    )
+    expected = 2.0 * torch.nn.functional.cross_entropy(
+        outputs["rsl_logits"][[0, 1, 3]], batch["relevance"][[0, 1, 3]]
+    )
+    torch.testing.assert_close(difference, expected)
 
 
 def test_rsl_gets_ten_times_smaller_steps_in_stage_two(encoded_tiny_world: Path) -> None:

@@ -21,6 +21,7 @@ from training.models.baselines import (
     SuKD,
     TabularConfig,
     WideDeep,
+    WideDeepPair,
 )
 from training.models.elec import ELECConfig, VanillaNetwork
 from training.models.prectr import PRECTR, PRECTRConfig
@@ -33,6 +34,7 @@ MODELS: dict[str, tuple[type[nn.Module], type[Any]]] = {
     "dcnv2": (DCNv2, TabularConfig),
     "din": (DIN, TabularConfig),
     "sukd": (SuKD, TabularConfig),
+    "wide_deep_pair": (WideDeepPair, TabularConfig),
     "prectr": (PRECTR, PRECTRConfig),
     "vanilla": (VanillaNetwork, ELECConfig),
 }

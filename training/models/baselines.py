@@ -10,6 +10,10 @@ Every model takes the named input groups of `training.features` (a dict of tenso
 - `DCNv2`: a cross network beside a deep MLP over the embeddings (2 cross layers, {256,128,64}).
 - `DIN`: target attention of the candidate (query and item vectors) over the user's history.
 - `SuKD`: Wide&Deep with the query and item text vectors as supplementary inputs.
+- `WideDeepPair`: the control for PRECTR's fusion. Wide&Deep given every input PRECTR has beyond
+  it (query, item and pair vectors, the relevance features) through a shared text trunk, and
+  the relevance levels as an auxiliary task on that trunk (``rsl_logits``), but no fusion: the
+  click logit is Wide&Deep's, the trunk one more deep input.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from service.contract import FeatureSpec
+from service.contract import RELEVANCE_LEVELS, FeatureSpec
 from training.layers import (
     MLP,
     CrossNetwork,
@@ -41,6 +45,7 @@ class TabularConfig:
     cross_layers: int = 2
     attention_heads: int = 2
     text_dim: int = 64
+    text_hidden: int = 64  # WideDeepPair's text trunk
 
 
 def _score(logit: Tensor) -> dict[str, Tensor]:
@@ -164,6 +169,36 @@ class SuKD(nn.Module):
         query = batch["query_vec"][batch["request_index"]]  # (B, D)
         extra = torch.cat([query, batch["item_vec"]], dim=1)
         return _score(self.base.logits(batch, extra).squeeze(-1))
+
+
+class WideDeepPair(nn.Module):
+    """Wide&Deep + the pair vector and the relevance auxiliary task (PRECTR's extra information
+    without its fusion).
+
+    Shapes:
+        query_vec (R, D) gathered to (B, D); item_vec, pair_vec (B, D); relevance features
+        (B, Rf) -> trunk (B, H) -> rsl_logits (B, 4); Wide&Deep(tabular, trunk) -> logit,
+        score (B,).
+    """
+
+    def __init__(self, spec: FeatureSpec, config: TabularConfig) -> None:
+        super().__init__()
+        dense_names = [f.name for f in spec.select(kind="dense")]
+        self.relevance_columns = [dense_names.index(n) for n in spec.relevance_features]
+        text_in = 3 * config.text_dim + len(self.relevance_columns)
+        self.trunk = nn.Sequential(nn.Linear(text_in, config.text_hidden), nn.ReLU())
+        self.relevance_head = nn.Linear(config.text_hidden, RELEVANCE_LEVELS)
+        self.base = WideDeep(spec, config, extra_dim=config.text_hidden)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        query = batch["query_vec"][batch["request_index"]]  # (B, D)
+        relevance = batch["dense"][:, self.relevance_columns]
+        text = torch.cat([query, batch["item_vec"], batch["pair_vec"], relevance], dim=1)
+        hidden = self.trunk(text)  # (B, H)
+        return {
+            **_score(self.base.logits(batch, hidden).squeeze(-1)),
+            "rsl_logits": self.relevance_head(hidden),
+        }
 
 
 class DeepFM(nn.Module):
