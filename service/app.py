@@ -181,7 +181,8 @@ class ServiceState:
         try:
             await self.check_index()
         except (IndexUnavailable, TimeoutError) as err:
-            reasons.append(f"index unreachable: {err or 'timeout'}")
+            # a TimeoutError has no message: say what happened instead of nothing
+            reasons.append(f"index unreachable: {str(err) or 'timeout'}")
         except IndexMismatch as err:
             reasons.append(f"index incompatible: {err}")
         metrics.READY.labels(str(os.getpid())).set(0 if reasons else 1)
@@ -235,7 +236,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             err.status_code, ErrorCode.INTERNAL
         )
         metrics.ERRORS.labels(code.value).inc()
-        return problem(ServiceError(code, str(err.detail)), None, request.url.path)
+        # Starlette's own headers stay (a 405 names the allowed methods in Allow).
+        error = ServiceError(code, str(err.detail), headers=dict(err.headers or {}))
+        return problem(error, None, request.url.path)
 
     @app.post("/rank")
     @app.post("/v1/rank")
@@ -259,11 +262,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reply = {"request_id": body.request_id, "candidates": len(body.candidates)}
             return Response(orjson.dumps({**reply, "timing_ms": timing}), media_type=JSON)
 
-    @app.get("/healthz")
+    # HEAD too: load balancers and uptime checks probe with it.
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz(request: Request) -> Response:
         state: ServiceState = request.app.state.service
         reasons = await state.readiness()

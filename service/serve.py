@@ -146,10 +146,25 @@ def demo(argv: Sequence[str]) -> int:
         access_log=False,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind: the loop below reports it
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     base = f"http://{args.host}:{args.port}"
     deadline = time.monotonic() + 120
+    # Our own server must be listening before anything is asked: another server on the port
+    # would otherwise answer for it (uvicorn sets `started` once it has bound the socket).
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            print(f"ranker demo: could not serve on {args.host}:{args.port} (in use? pass --port)")
+            server.should_exit = True
+            return 1
+        time.sleep(0.1)
     while _http(f"{base}/readyz")[0] != 200:
         if time.monotonic() > deadline or not thread.is_alive():
             print("ranker demo: the service did not become ready")

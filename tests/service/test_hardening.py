@@ -1,0 +1,87 @@
+"""Defects a black-box attack found, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.cli import main as ranker
+from service.index.snapshot import Snapshot
+from service.settings import Settings
+from tests.service.conftest import free_port
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def client(make_settings: MakeSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+def test_405_names_the_allowed_methods(client: TestClient) -> None:
+    response = client.get("/rank")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_health_probes_answer_head(client: TestClient) -> None:
+    assert client.head("/healthz").status_code == 200
+    assert client.head("/readyz").status_code == 200
+
+
+def test_readyz_says_why_when_the_store_times_out(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hang() -> Any:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(client.app.state.service.store, "check", hang)  # type: ignore[attr-defined]
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["index unreachable: timeout"]
+
+
+class _AnyServer(http.server.BaseHTTPRequestHandler):
+    """Another program on the demo's port: 200 and an empty JSON object to everything."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_demo_fails_clearly_when_its_port_is_taken(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    other = http.server.HTTPServer(("127.0.0.1", port), _AnyServer)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = tiny_exports["prectr"].package.folder.parent.parent
+        argv = ["demo", "--packages", str(root), "--version", "1", "--snapshot"]
+        argv += [str(tiny_snapshot.folder), "--port", str(port), "--exit-after-request"]
+        assert ranker(argv) == 1
+    finally:
+        other.shutdown()
+        other.server_close()
+    out = capsys.readouterr().out
+    assert f"could not serve on 127.0.0.1:{port}" in out
+    assert "POST http" not in out  # it never talked to the other server
