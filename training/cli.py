@@ -220,6 +220,12 @@ def _report_parser() -> argparse.ArgumentParser:
         help="comma-separated seeds (each sets initialization, batch order and text tower)",
     )
     parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
+    parser.add_argument(
+        "--resummarize",
+        metavar="NOTE",
+        help="rewrite --out's report from the per-seed values its report.json holds (no "
+        "training); NOTE says what protocol those runs followed",
+    )
     return parser
 
 
@@ -246,6 +252,13 @@ def run_train(argv: Sequence[str]) -> int:
         from training.report import run_report
 
         args = _report_parser().parse_args(argv[1:])
+        if args.resummarize:
+            from training.report import render_elec_markdown, render_markdown, resummarize
+
+            report = resummarize(args.out, args.resummarize)
+            is_elec = "vs_dcnv2" in report
+            print(render_elec_markdown(report) if is_elec else render_markdown(report))
+            return 0
         report = run_report(
             args.data,
             args.out,

@@ -124,6 +124,33 @@ def run_report(
     return report
 
 
+def resummarize(out_dir: Path, note: str) -> dict[str, Any]:
+    """Rewrite a report folder's files from the per-seed values its ``report.json`` stores, with
+    this module's statistics (a report written by older code: its runs are not re-trained, and
+    ``note`` says what protocol they followed)."""
+    old = json.loads((out_dir / "report.json").read_text())
+    if "vs_dcnv2" in old or "gap_closed" in old:  # an ELEC report
+        report = {**old, **summarize_elec(old["table"]), "note": note}
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / "report.md").write_text(render_elec_markdown(report))
+        plot_elec_report(report, out_dir / "report.png")
+        return report
+    n = len(old["seeds"])
+    runs = {
+        name: [
+            {m: row[m]["values"][k] for m in METRICS if m in row and len(row[m]["values"]) == n}
+            for k in range(n)
+        ]
+        for name, row in old["table"].items()
+    }
+    report = summarize_runs(runs, old["seeds"])
+    report.pop("epochs")  # not recorded by the older runs
+    report.update({k: old[k] for k in ("data", "label", "minutes") if k in old})
+    report["note"] = note
+    write_report(report, out_dir)
+    return report
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -248,6 +275,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Comparisons: {report.get('interval', 'paired t-interval over seeds, 95%')}; "
         "a verdict only where the interval excludes 0, else *no difference shown*.",
         "",
+        *([f"**Note:** {report['note']}", ""] if report.get("note") else []),
     ]
     shown_metrics = [m for m in METRICS if any(m in row for row in table.values())]
     header = "| model | " + " | ".join(LABELS[m] for m in shown_metrics) + " |"
@@ -511,6 +539,7 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
         "a verdict only where it excludes 0. Training every run took "
         f"{report.get('minutes', '?')} minutes (the sum of the runs' own times).",
         "",
+        *([f"**Note:** {report['note']}", ""] if report.get("note") else []),
         "## Tables 2 and 3 analog",
         "",
         "| model | AUC | LogLoss | AUC - DCNv2 alone | LogLoss - DCNv2 alone |",

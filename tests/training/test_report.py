@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.report import render_markdown, run_report, summarize_runs
+from training.report import render_markdown, resummarize, run_report, summarize_runs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -119,3 +119,27 @@ def test_ranker_train_command(encoded_tiny_world: Path, tmp_path: Path) -> None:
     )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["auc"] > 0.6
+
+
+def test_an_older_report_is_resummarized_from_its_per_seed_values(tmp_path: Path) -> None:
+    def row(values: list[float]) -> dict[str, object]:
+        return {"mean": sum(values) / len(values), "std": 0.0, "values": values}
+
+    older = {  # the layout of report.json before paired intervals (mean, std, values)
+        "seeds": [0, 1, 2],
+        "data": "data/x",
+        "label": "older",
+        "minutes": 3.0,
+        "prectr_vs_wide_deep": {"auc": {"gap_in_std": 2.4, "beats_by_2_std": True}},
+        "table": {
+            name: {m: row(v) for m in ("auc", "gauc", "logloss", "relevance_score_at_10")}
+            for name, v in (("wide_deep", [0.70, 0.71, 0.72]), ("prectr", [0.71, 0.70, 0.74]))
+        },
+    }
+    (tmp_path / "report.json").write_text(json.dumps(older))
+    report = resummarize(tmp_path, "runs of the previous protocol")
+    assert "prectr_vs_wide_deep" not in report
+    assert report["vs_base"]["prectr"]["auc"]["verdict"] == "no difference shown"
+    markdown = (tmp_path / "report.md").read_text()
+    assert "runs of the previous protocol" in markdown and "std)" not in markdown
+    assert (tmp_path / "report.png").stat().st_size > 0
