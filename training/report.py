@@ -261,21 +261,26 @@ def _difference_cell(comparison: dict[str, Any] | None, digits: int = 4) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     table = report["table"]
     title = f"# Offline evaluation{' — ' + report['label'] if report.get('label') else ''}"
+    protocol = (
+        f"**Runs of an earlier protocol:** {report['note']}"
+        if report.get("note")
+        else "A seed sets the model's initialization, the batch order and the text tower (the "
+        "world too where the data path names `{seed}`). Every metric is computed on the "
+        "model's own score: the position-free function the service ranks by."
+    )
     lines = [
         title,
         "",
-        f"Data: `{report['data']}`; seeds {report['seeds']} (a seed sets the model's "
-        "initialization, the batch order and the text tower; the world too where the data path "
-        "names `{seed}`). Every metric is computed on the model's own score: the position-free "
-        "function the service ranks by. Mean ± std over seeds. Request AUC: click AUC within "
-        "each request with a click and a non-click; NDCG@10: per request against the graded "
-        "relevance labels; Relevance Score@10: Eq. 13 with MiniLM vectors. Training every run "
-        f"took {report.get('minutes', '?')} minutes (the sum of the runs' own times).",
+        f"Data: `{report['data']}`; seeds {report['seeds']}. {protocol}",
+        "",
+        "Mean ± std over seeds. Request AUC: click AUC within each request with a click and a "
+        "non-click; NDCG@10: per request against the graded relevance labels; Relevance "
+        "Score@10: Eq. 13 with MiniLM vectors. Training every run took "
+        f"{report.get('minutes', '?')} minutes (the sum of the runs' own times).",
         "",
         f"Comparisons: {report.get('interval', 'paired t-interval over seeds, 95%')}; "
         "a verdict only where the interval excludes 0, else *no difference shown*.",
         "",
-        *([f"**Note:** {report['note']}", ""] if report.get("note") else []),
     ]
     shown_metrics = [m for m in METRICS if any(m in row for row in table.values())]
     header = "| model | " + " | ".join(LABELS[m] for m in shown_metrics) + " |"
