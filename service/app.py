@@ -44,7 +44,13 @@ from service.index.loader import IndexMismatch, check_compatible
 from service.index.snapshot import Snapshot, SnapshotMeta
 from service.models import LoadedModel, ModelRegistry, load_model
 from service.routing import Route, Router
-from service.schemas import RankRequest, RankResponse, SuppliedFeatures, check_limits
+from service.schemas import (
+    RankRequest,
+    RankResponse,
+    SuppliedFeatures,
+    check_candidate_count,
+    check_limits,
+)
 from service.settings import Settings
 from service.store import (
     EmbeddedStore,
@@ -410,6 +416,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
     """A /rank body, validated and within the configured limits (else `ServiceError`)."""
+    check_candidate_count(raw, settings.max_candidates)
     try:
         body = RankRequest.model_validate_json(raw)
     except ValidationError as err:

@@ -78,8 +78,14 @@ _PYDANTIC_CODES: dict[str, ErrorCode] = {
 _UNION_MEMBERS = {"int", "float", "str", "bool"}
 
 
+#: A problem response lists at most this many field errors and counts the rest: a body of
+#: 300k bad candidates must not be answered with a 30 MB list.
+MAX_LISTED_ERRORS = 20
+
+
 class ServiceError(Exception):
-    """An error the service answers with a problem response."""
+    """An error the service answers with a problem response (at most `MAX_LISTED_ERRORS` field
+    errors listed, ``omitted`` counting the rest)."""
 
     def __init__(
         self,
@@ -91,7 +97,9 @@ class ServiceError(Exception):
     ) -> None:
         super().__init__(detail)
         self.code, self.detail = code, detail
-        self.errors = errors or []
+        listed = errors or []
+        self.errors = listed[:MAX_LISTED_ERRORS]
+        self.omitted = len(listed) - len(self.errors)
         self.headers = headers or {}
 
     @property
@@ -181,5 +189,7 @@ def problem(err: ServiceError, request_id: str | None, instance: str) -> Respons
     }
     if err.errors:
         body["errors"] = err.errors
+    if err.omitted:
+        body["errors_omitted"] = err.omitted
     headers = {**request_id_header(request_id), **err.headers}
     return Response(orjson.dumps(body), err.status, headers, media_type=PROBLEM_TYPE)

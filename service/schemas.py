@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -84,17 +85,38 @@ class RankRequest(BaseModel):
         return candidates
 
 
+def _too_many_candidates(n: int, limit: int) -> ServiceError:
+    return ServiceError(
+        ErrorCode.TOO_MANY_CANDIDATES,
+        f"{n} candidates; the limit is {limit}",
+        errors=[field_error("candidates", ErrorCode.TOO_MANY_CANDIDATES, "too many candidates")],
+    )
+
+
+def check_candidate_count(raw: bytes, limit: int) -> None:
+    """Refuse a raw body with more than ``limit`` candidates before validating any of them.
+
+    Every candidate is a JSON object, so a body with at most ``limit`` + 1 opening braces
+    cannot hold more (a C-speed count, ~0.1 ms per MB); only a body with more braces (supplied
+    features, or an attack) is parsed to count its candidates. Without this, 330k ``{}``
+    candidates were validated one by one (seconds of a worker) into a 29 MB error list.
+    """
+    if raw.count(b"{") <= limit + 1:
+        return
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # validation names what is wrong with it
+    candidates = body.get("candidates") if isinstance(body, dict) else None
+    if isinstance(candidates, list) and len(candidates) > limit:
+        raise _too_many_candidates(len(candidates), limit)
+
+
 def check_limits(request: RankRequest, settings: Settings) -> None:
     """The configured limits: candidates per request (413) and string lengths (422)."""
     n = len(request.candidates)
     if n > settings.max_candidates:
-        raise ServiceError(
-            ErrorCode.TOO_MANY_CANDIDATES,
-            f"{n} candidates; the limit is {settings.max_candidates}",
-            errors=[
-                field_error("candidates", ErrorCode.TOO_MANY_CANDIDATES, "too many candidates")
-            ],
-        )
+        raise _too_many_candidates(n, settings.max_candidates)
     limit = settings.max_string_length
     too_long: list[dict[str, Any]] = []
 

@@ -85,3 +85,24 @@ def test_demo_fails_clearly_when_its_port_is_taken(
     out = capsys.readouterr().out
     assert f"could not serve on 127.0.0.1:{port}" in out
     assert "POST http" not in out  # it never talked to the other server
+
+
+def test_a_flood_of_candidates_is_refused_before_validation_with_a_small_body(
+    client: TestClient,
+) -> None:
+    """330k empty candidates (990 KB, under the body limit): one 413, not a 29 MB 422."""
+    raw = b'{"user_id":"u","query":"q","candidates":[' + b",".join([b"{}"] * 330_000) + b"]}"
+    assert len(raw) < 1_000_000
+    response = client.post("/rank", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_many_candidates"
+    assert len(response.content) < 2_000
+
+
+def test_validation_errors_are_listed_up_to_twenty_and_counted(client: TestClient) -> None:
+    body = {"user_id": "u", "query": "q", "candidates": [{"item_id": i} for i in range(500)]}
+    response = client.post("/rank", json=body)  # 500 integers where strings belong
+    assert response.status_code == 422
+    problem = response.json()
+    assert len(problem["errors"]) == 20
+    assert problem["errors_omitted"] == 480
