@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from service import metrics
@@ -264,6 +265,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 body = parse_rank_request(raw, state.settings)
             except ServiceError as err:
                 return problem(err, None, request.url.path)
+            except ClientGone:
+                return Response(status_code=int(CLIENT_CLOSED))
             timing = {"parse": _ms(time.perf_counter() - started)}
             reply = {"request_id": body.request_id, "candidates": len(body.candidates)}
             return Response(orjson.dumps({**reply, "timing_ms": timing}), media_type=JSON)
@@ -401,16 +404,27 @@ async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
     }
 
 
+#: The status a request whose client hung up is counted under (nginx's "client closed request").
+CLIENT_CLOSED = "499"
+
+
+class ClientGone(Exception):
+    """The client hung up before its body was complete: nobody is left to answer."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as err:
+        raise ClientGone(f"after {size} bytes of the body") from err
     return b"".join(chunks)
 
 
@@ -538,6 +552,11 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             time.perf_counter() - started
         )
         return problem(err, request_id, request.url.path)
+    except ClientGone as gone:
+        # Routine on the internet, and the client will not read an answer: one line, no trace.
+        log.info("request %s: the client hung up %s", request_id, gone)
+        metrics.REQUESTS.labels(*route_label, CLIENT_CLOSED).inc()
+        return Response(status_code=int(CLIENT_CLOSED))
     metrics.REQUESTS.labels(*route_label, "200").inc()
     metrics.REQUEST_LATENCY.labels(*route_label, "200").observe(time.perf_counter() - started)
     server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())

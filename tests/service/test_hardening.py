@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +18,7 @@ from service.app import create_app
 from service.cli import main as ranker
 from service.index.snapshot import Snapshot
 from service.settings import Settings
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, live_server
 
 MakeSettings = Callable[..., Settings]
 
@@ -106,3 +109,43 @@ def test_validation_errors_are_listed_up_to_twenty_and_counted(client: TestClien
     problem = response.json()
     assert len(problem["errors"]) == 20
     assert problem["errors_omitted"] == 480
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_client_hanging_up_mid_body_is_one_info_line(make_settings: MakeSettings) -> None:
+    records = _Records()
+    with live_server(make_settings()) as base:
+        # after the server started: uvicorn's logging setup replaces its loggers' handlers
+        loggers = [logging.getLogger(name) for name in ("uvicorn.error", "service.app")]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(records)
+            logger.setLevel(logging.INFO)
+        try:
+            host, port = base.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as conn:
+                conn.sendall(
+                    b"POST /rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 5000\r\n\r\n{"user_id": "u", "qu'
+                )
+            deadline = time.monotonic() + 10
+            while not records.records:
+                assert time.monotonic() < deadline, "nothing was logged"
+                time.sleep(0.05)
+            time.sleep(0.5)  # whatever else that request logs
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.removeHandler(records)
+                logger.setLevel(level)
+    assert not [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+    hung_up = [r for r in records.records if "hung up" in r.getMessage()]
+    assert len(hung_up) == 1 and hung_up[0].levelno == logging.INFO
+    assert hung_up[0].exc_info is None
