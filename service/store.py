@@ -373,20 +373,28 @@ class RedisStore:
             raise IndexUnavailable(f"Redis: {err}") from err
         if meta_raw is None or index_blob is None or texts_raw is None:
             raise IndexUnavailable(f"index version {version} is incomplete or was removed")
-        body = json.loads(meta_raw)
-        if body["snapshot"].get("format") != SNAPSHOT_FORMAT:
-            raise IndexUnavailable(
-                f"index version {version} is snapshot format {body['snapshot'].get('format')}; "
-                f"this service reads format {SNAPSHOT_FORMAT}: load a snapshot exported by it"
+        try:
+            body = json.loads(meta_raw)
+            snapshot = body["snapshot"]
+            if snapshot.get("format") != SNAPSHOT_FORMAT:
+                raise IndexUnavailable(
+                    f"index version {version} is snapshot format {snapshot.get('format')}; "
+                    f"this service reads format {SNAPSHOT_FORMAT}: load a snapshot exported by it"
+                )
+            meta = SnapshotMeta(**snapshot)
+            texts = texts_raw.decode("utf-8").split("\n") if texts_raw else []
+            threshold = self.match_threshold
+            if threshold is None:
+                threshold = float(meta.lexical["threshold"])
+            matcher = QueryMatcher(
+                texts, deserialize_index(index_blob), threshold, int(meta.lexical["dim"])
             )
-        meta = SnapshotMeta(**body["snapshot"])
-        texts = texts_raw.decode("utf-8").split("\n") if texts_raw else []
-        threshold = self.match_threshold
-        if threshold is None:
-            threshold = float(meta.lexical["threshold"])
-        matcher = QueryMatcher(
-            texts, deserialize_index(index_blob), threshold, int(meta.lexical["dim"])
-        )
+        except IndexUnavailable:
+            raise
+        except Exception as err:  # any unreadable part: not served, and /readyz says why
+            raise IndexUnavailable(
+                f"index version {version} is unreadable ({type(err).__name__}: {err})"
+            ) from err
         self._live = _LiveVersion(version, meta, matcher)
         log.info("index version %s is live (%s)", version, meta.counts)
         return self._live

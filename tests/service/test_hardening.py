@@ -12,10 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.cli import main as ranker
+from service.index.keys import KeySchema
+from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.settings import Settings
 from tests.service.conftest import free_port, live_server
@@ -149,3 +152,35 @@ def test_a_client_hanging_up_mid_body_is_one_info_line(make_settings: MakeSettin
     hung_up = [r for r in records.records if "hung up" in r.getMessage()]
     assert len(hung_up) == 1 and hung_up[0].levelno == logging.INFO
     assert hung_up[0].exc_info is None
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "meta",
+    [b"not json", b'{"other": 1}', b'{"snapshot": {"format": 3}}'],
+    ids=["not-json", "no-snapshot", "fields-missing"],
+)
+def test_an_unreadable_live_meta_degrades_and_readyz_says_why(
+    meta: bytes,
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+    keys = KeySchema(prefix)
+    client = redis.Redis.from_url(url)
+    load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    version = client.get(keys.live).decode()  # type: ignore[union-attr]
+    client.set(keys.meta(version), meta)
+    client.close()
+    settings = make_settings(store="redis", redis_url=url, namespace=prefix)
+    with TestClient(create_app(settings)) as service:
+        ready = service.get("/readyz")
+        ranked = service.post(
+            "/rank", json={"user_id": "u", "query": "q", "candidates": [{"item_id": "i1"}]}
+        )
+    assert ready.status_code == 503
+    assert ready.json()["reasons"][0].startswith(f"index unreachable: index version {version}")
+    assert "unreadable" in ready.json()["reasons"][0]
+    assert ranked.status_code == 200
+    assert ranked.json()["degraded"] == ["store_unavailable"]
