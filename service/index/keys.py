@@ -1,7 +1,8 @@
 """The Redis key schema of the static index (DESIGN 6).
 
     <ns>:live                      the live version (a string); switching it is one SET
-    <ns>:version_seq               INCR gives each load a fresh version
+    <ns>:version_seq               INCR numbers each load; its version is "<n>-<8 random hex>",
+                                   unique across Redis restarts (the number restarts at 1)
     <ns>:versions                  hash: version -> JSON state (loading | live | retired)
     <ns>:load_lock                 one loader at a time (SET NX with a TTL it keeps renewing)
     <ns>:<v>:meta                  JSON: the snapshot meta, counts, when loaded

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -164,6 +165,17 @@ class _Lock:
         self.client.eval(self._RELEASE, 1, self.key, self.token)
 
 
+def new_version(sequence: int) -> str:
+    """A version id unique across Redis restarts: the load's sequence number (readable order)
+    and a random suffix. The sequence alone restarts at 1 when Redis loses its data, and a
+    service that had adopted the old version 1 would take another snapshot for it unchecked.
+
+    >>> import re; bool(re.fullmatch(r"7-[0-9a-f]{8}", new_version(7)))
+    True
+    """
+    return f"{sequence}-{secrets.token_hex(4)}"
+
+
 def version_states(client: SyncClient, keys: KeySchema) -> dict[str, dict[str, Any]]:
     raw: dict[bytes, bytes] = client.hgetall(keys.versions)  # type: ignore[assignment]
     return {k.decode(): json.loads(v) for k, v in raw.items()}
@@ -265,7 +277,7 @@ def load_snapshot(
             if version != previous:  # left by a killed or failed load (or a retired one)
                 log.info("removing version %s left %s", version, state.get("state"))
                 delete_version(client, keys, version)
-        version = str(client.incr(keys.sequence))
+        version = new_version(int(client.incr(keys.sequence)))
         _set_state(client, keys, version, "loading")
         try:
             written = _write_records(snapshot, client, keys, version, batch, lock, progress)

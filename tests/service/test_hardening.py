@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -21,7 +24,7 @@ from service.index.keys import KeySchema
 from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.settings import Settings
-from tests.service.conftest import free_port, live_server
+from tests.service.conftest import RedisServer, free_port, live_server
 
 MakeSettings = Callable[..., Settings]
 
@@ -184,3 +187,38 @@ def test_an_unreadable_live_meta_degrades_and_readyz_says_why(
     assert "unreadable" in ready.json()["reasons"][0]
     assert ranked.status_code == 200
     assert ranked.json()["degraded"] == ["store_unavailable"]
+
+
+def test_a_snapshot_loaded_after_redis_lost_its_data_is_checked_again(
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    private_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Redis restarts empty and an incompatible snapshot is loaded as the first version again:
+    it must not pass for the compatible version the service had adopted."""
+    other = tmp_path / "other-tower"
+    shutil.copytree(tiny_snapshot.folder, other)
+    meta = other / "meta.json"
+    meta.write_text(meta.read_text().replace(tiny_snapshot.meta.text_tower_fingerprint, "e" * 64))
+
+    def load(snapshot: Snapshot) -> str:
+        client = redis.Redis.from_url(private_redis.url)
+        try:
+            return load_snapshot(snapshot, client, KeySchema("rank"), grace_s=0).version
+        finally:
+            client.close()
+
+    first = load(tiny_snapshot)
+    settings = make_settings(store="redis", redis_url=private_redis.url)
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=5) as client:
+        assert client.get("/readyz").status_code == 200
+        private_redis.stop()
+        private_redis.start()  # no persistence: every key is gone, the sequence restarts
+        second = load(Snapshot(other))
+        assert second != first and second.split("-")[0] == first.split("-")[0]
+        deadline = time.monotonic() + 15
+        while (ready := client.get("/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "the incompatible snapshot passed for the old one"
+            time.sleep(0.2)
+        assert ready.status_code == 503 and "incompatible" in ready.text
