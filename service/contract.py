@@ -19,10 +19,10 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -227,13 +227,45 @@ def stable_hash(field_name: str, value: object) -> int:
     return int.from_bytes(digest, "little")
 
 
-# typed: 1, True and 1.0 are equal keys but format (and so hash) differently.
-@functools.lru_cache(maxsize=1 << 18, typed=True)
-def stable_bucket(field_name: str, value: object, buckets: int) -> int:
-    """The bucket in 1..buckets-1 of a raw id; None and '' go to bucket 0 (missing)."""
+#: Memory bounds of the caches below, which the request path feeds with client text (queries,
+#: item ids, supplied titles and texts). Text longer than CACHED_TEXT_CHARS is never cached:
+#: long texts come from clients (supplied features of unknown items), each seen about once, and
+#: caching them let 120 requests grow a worker to 3.6 GB. Queries, terms and ids are short. So a
+#: cache holds at most its entries x (a 128-character key + its value): ~25 MB each.
+CACHED_TEXT_CHARS = 128
+TEXT_CACHE_ENTRIES = 50_000
+BUCKET_CACHE_ENTRIES = 1 << 16
+
+_T = TypeVar("_T")
+
+
+def _short_text_cache(function: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``function`` with an LRU cache of TEXT_CACHE_ENTRIES for texts up to CACHED_TEXT_CHARS."""
+    cached = functools.lru_cache(maxsize=TEXT_CACHE_ENTRIES)(function)
+
+    @functools.wraps(function)
+    def call(text: str) -> _T:
+        return cached(text) if len(text) <= CACHED_TEXT_CHARS else function(text)
+
+    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return call
+
+
+def _bucket(field_name: str, value: object, buckets: int) -> int:
     if value is None or value == "":
         return MISSING_BUCKET
     return 1 + stable_hash(field_name, value) % (buckets - 1)
+
+
+# typed: 1, True and 1.0 are equal keys but format (and so hash) differently.
+_cached_bucket = functools.lru_cache(maxsize=BUCKET_CACHE_ENTRIES, typed=True)(_bucket)
+
+
+def stable_bucket(field_name: str, value: object, buckets: int) -> int:
+    """The bucket in 1..buckets-1 of a raw id; None and '' go to bucket 0 (missing)."""
+    if type(value) is str and len(value) > CACHED_TEXT_CHARS:
+        return _bucket(field_name, value, buckets)  # a long client id: not worth a cache entry
+    return _cached_bucket(field_name, value, buckets)
 
 
 def stable_buckets(
@@ -254,7 +286,7 @@ def stable_buckets(
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
-@functools.lru_cache(maxsize=200_000)
+@_short_text_cache
 def normalize_text(text: str) -> str:
     """Unicode NFKC, case-folded, punctuation to spaces, whitespace collapsed.
 
@@ -267,7 +299,7 @@ def normalize_text(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
-@functools.lru_cache(maxsize=200_000)
+@_short_text_cache
 def tokenize(text: str) -> tuple[str, ...]:
     """The terms of a text after normalization, in order (duplicates kept).
 
@@ -277,7 +309,7 @@ def tokenize(text: str) -> tuple[str, ...]:
     return tuple(normalize_text(text).split())
 
 
-@functools.lru_cache(maxsize=200_000)
+@_short_text_cache
 def _term_set(text: str) -> frozenset[str]:
     return frozenset(tokenize(text))
 
@@ -296,7 +328,7 @@ RELEVANCE_FEATURES: tuple[str, ...] = (
 _U64 = np.uint64
 
 
-@functools.lru_cache(maxsize=200_000)
+@_short_text_cache
 def _term_hashes(text: str) -> npt.NDArray[np.uint64]:
     """The sorted, distinct 64-bit hashes of a text's terms (what the index stores per item)."""
     hashes = np.fromiter((stable_hash("term", t) for t in _term_set(text)), dtype=_U64)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import http.server
 import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -24,7 +28,7 @@ from service.index.keys import KeySchema
 from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.settings import Settings
-from tests.service.conftest import RedisServer, free_port, live_server
+from tests.service.conftest import RedisServer, free_port, live_server, wait_until_ready
 
 MakeSettings = Callable[..., Settings]
 
@@ -222,3 +226,65 @@ def test_a_snapshot_loaded_after_redis_lost_its_data_is_checked_again(
             assert time.monotonic() < deadline, "the incompatible snapshot passed for the old one"
             time.sleep(0.2)
         assert ready.status_code == 503 and "incompatible" in ready.text
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+    return int(kilobytes) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_unique_client_texts_leave_the_worker_memory_bounded(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot
+) -> None:
+    """200 requests of 1000 unknown candidates with unique ~380-character titles and texts, and
+    unique long item ids: the worker grows by what its caches may hold, not by what was sent."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RANKER_MODELS": str(tiny_exports["prectr"].package.folder),
+        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
+        "RANKER_DEVICE": "cpu",
+    }
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    words = "premium merino wool hiking socks cushioned breathable arch support".split()
+
+    def body(n: int) -> bytes:
+        candidates = [
+            {
+                "item_id": f"client-item-{n}-{i}-" + "x" * 100,
+                "features": {
+                    "title": f"{n} {i} " + " ".join(words[(n + i + k) % 9] for k in range(20)),
+                    "text": f"{i} {n} " + " ".join(words[(n * i + k) % 9] for k in range(30)),
+                },
+            }
+            for i in range(1000)
+        ]
+        return orjson.dumps({"user_id": f"u{n}", "query": "wool socks", "candidates": candidates})
+
+    with subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) as server:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(base, lambda: server.poll() is None)
+            with httpx.Client(base_url=base, timeout=30) as client:
+                headers = {"content-type": "application/json"}
+                for n in range(20):  # warm: buckets, arenas, first-touch allocations
+                    assert client.post("/rank", content=body(n), headers=headers).is_success
+                before = _rss_mb(server.pid)
+                for n in range(20, 220):
+                    assert client.post("/rank", content=body(n), headers=headers).is_success
+                after = _rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    growth = after - before
+    # What the caches may hold (service/contract.py): 4 text caches and the bucket cache, each
+    # bounded in entries and key length, ~25 MB apiece; twice that for allocator slack.
+    bound = 2 * 5 * 25
+    print(
+        f"worker RSS {before:.0f} -> {after:.0f} MB over 200 requests: +{growth:.0f} MB "
+        f"(bound {bound})"
+    )
+    assert growth < bound
