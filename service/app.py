@@ -271,12 +271,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reply = {"request_id": body.request_id, "candidates": len(body.candidates)}
             return Response(orjson.dumps({**reply, "timing_ms": timing}), media_type=JSON)
 
-    # HEAD too: load balancers and uptime checks probe with it.
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"])
+    @app.get("/readyz")
     async def readyz(request: Request) -> Response:
         state: ServiceState = request.app.state.service
         reasons = await state.readiness()
@@ -287,6 +286,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 headers={"Retry-After": RETRY_AFTER_S},
             )
         return JSONResponse({"status": "ready", "index_version": state.index_version})
+
+    # HEAD too: load balancers and uptime checks probe with it (outside the OpenAPI document,
+    # where a second operation of the same function would repeat its operation id).
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
@@ -324,6 +328,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _string_branch(schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``type: string`` member of an optional string's schema (or the schema itself)."""
+    return next((b for b in schema.get("anyOf", []) if b.get("type") == "string"), schema)
+
+
 def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """The OpenAPI document, with what the handlers read by hand (the /rank body is parsed from
     raw bytes, for the size limit and stable error codes) and every error response declared."""
@@ -335,10 +344,24 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
+    # The limits the handler checks by hand, so generated clients and fuzzers know them.
     request = components["RankRequest"]["properties"]
-    request["candidates"]["maxItems"] = settings.max_candidates
+    request["candidates"].update(minItems=1, maxItems=settings.max_candidates)
+    limit = settings.max_string_length
     for name in ("user_id", "query"):
-        request[name]["maxLength"] = settings.max_string_length
+        request[name]["maxLength"] = limit
+    for name in ("request_id", "model"):
+        _string_branch(request[name])["maxLength"] = limit
+    components["Candidate"]["properties"]["item_id"]["maxLength"] = limit
+    supplied = components["SuppliedFeatures"]["properties"]
+    for name in ("title", "text"):
+        _string_branch(supplied[name])["maxLength"] = limit
+    for name in ("item_category", "item_brand", "item_price_bucket"):
+        for branch in supplied[name]["anyOf"]:
+            if branch.get("type") in ("integer", "number"):
+                branch.update(minimum=-(2**31), maximum=2**31 - 1)
+            if branch.get("type") == "number":
+                branch["multipleOf"] = 1  # an integral value: 3.0 is taken, 3.5 refused
 
     def content(model: str, media: str = JSON) -> dict[str, Any]:
         return {"content": {media: {"schema": {"$ref": f"#/components/schemas/{model}"}}}}

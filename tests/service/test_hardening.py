@@ -288,3 +288,22 @@ def test_unique_client_texts_leave_the_worker_memory_bounded(
         f"(bound {bound})"
     )
     assert growth < bound
+
+
+def test_the_openapi_document_states_every_limit_the_service_checks(
+    client: TestClient, make_settings: MakeSettings
+) -> None:
+    settings = make_settings()
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    request = schemas["RankRequest"]["properties"]
+    assert request["candidates"]["minItems"] == 1
+    assert request["candidates"]["maxItems"] == settings.max_candidates
+    limit = settings.max_string_length
+    assert schemas["Candidate"]["properties"]["item_id"]["maxLength"] == limit
+    supplied = schemas["SuppliedFeatures"]["properties"]
+    for name in ("title", "text"):
+        assert {b.get("maxLength") for b in supplied[name]["anyOf"]} >= {limit}
+    for name in ("item_category", "item_brand", "item_price_bucket"):
+        numeric = [b for b in supplied[name]["anyOf"] if b.get("type") in ("integer", "number")]
+        assert numeric and all(b["maximum"] == 2**31 - 1 for b in numeric)
+        assert all(b["minimum"] == -(2**31) for b in numeric)
