@@ -73,6 +73,7 @@ LABELS = {
     "rela_impr_gauc": "RelaImpr GAUC %",
 }
 BASE = "wide_deep"
+CONTROL = "wide_deep_pair"
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -216,6 +217,12 @@ def summarize_runs(runs: dict[str, list[dict[str, float]]], seeds: Sequence[int]
         for name in table
         if name.startswith("prectr_") and "prectr" in table
     }
+    # PRECTR against the control that has its inputs and labels but not its fusion.
+    fusion = (
+        {m: paired("prectr", CONTROL, m) for m in shared}
+        if "prectr" in table and CONTROL in table
+        else {}
+    )
     epochs = {
         name: [
             {
@@ -234,6 +241,7 @@ def summarize_runs(runs: dict[str, list[dict[str, float]]], seeds: Sequence[int]
         "table": table,
         "vs_base": vs_base,
         "vs_prectr": vs_prectr,
+        "fusion": fusion,
         "epochs": epochs,
     }
 
@@ -305,6 +313,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         report.get("vs_base", {}),
         table,
     )
+    fusion = report.get("fusion") or {}
+    if fusion:
+        lines += [
+            "## PRECTR against the fusion control (Wide&Deep with the same inputs and labels)",
+            "",
+            *(f"- {LABELS[m]}: {_difference_cell(c)}" for m, c in fusion.items() if m in COMPARED),
+            "",
+        ]
     lines += _ablation_verdicts(report.get("vs_prectr", {}))
     lines += _epoch_table(report.get("epochs", {}))
     return "\n".join(lines)

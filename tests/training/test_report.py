@@ -56,6 +56,15 @@ def test_summary_compares_by_paired_intervals_and_says_only_what_they_show() -> 
         "epochs_run": 5,
         "seconds": 12.0,
     }
+    assert report["fusion"] == {}  # no control among these runs
+    with_control = summarize_runs(
+        {
+            **runs,
+            "wide_deep_pair": [_run(0.71, 0.6, 0.5), _run(0.72, 0.6, 0.5), _run(0.72, 0.6, 0.5)],
+        },
+        [0, 1, 2],
+    )
+    assert with_control["fusion"]["auc"]["verdict"] == "better"  # PRECTR above its control
     markdown = render_markdown({**report, "data": "x"})
     assert "Table 1" in markdown and "**better**" in markdown and "3/5" in markdown
     assert "std)" not in markdown and "2 std" not in markdown
