@@ -261,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             started = time.perf_counter()
             state: ServiceState = request.app.state.service
             try:
+                check_media_type(request.headers.get("content-type"))
                 raw = await read_body(request, state.settings.max_body_bytes)
                 body = parse_rank_request(raw, state.settings)
             except ServiceError as err:
@@ -373,6 +374,7 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
             (401, "admin token missing or wrong"),
             (409, "reload refused"),
             (413, "too many candidates or too large a body"),
+            (415, "the body is not application/json"),
             (422, "invalid input (the code says which)"),
             (500, "internal error"),
             (503, "not ready or the store unavailable (Retry-After)"),
@@ -429,6 +431,17 @@ async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
 
 #: The status a request whose client hung up is counted under (nginx's "client closed request").
 CLIENT_CLOSED = "499"
+
+
+def check_media_type(content_type: str | None) -> None:
+    """A /rank body must say it is JSON: anything else is refused (415) before it is read, so
+    a form post or a text body never reaches the parser as if it were JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != JSON:
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be {JSON}, not {media or 'untyped'}",
+        )
 
 
 class ClientGone(Exception):
@@ -557,6 +570,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             raise ServiceError(
                 ErrorCode.NOT_READY, "models are loading", headers={"Retry-After": RETRY_AFTER_S}
             )
+        check_media_type(request.headers.get("content-type"))
         body = parse_rank_request(await read_body(request, settings.max_body_bytes), settings)
         request_id = body.request_id or request_id
         route, model = _route(state, body)

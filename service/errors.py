@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     NON_FINITE_FEATURE = "non_finite_feature"
     UNKNOWN_MODEL = "unknown_model"
     BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_READY = "not_ready"
     STORE_UNAVAILABLE = "store_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
@@ -43,6 +44,7 @@ class ErrorCode(StrEnum):
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.TOO_MANY_CANDIDATES: 413,
     ErrorCode.NOT_READY: 503,
     ErrorCode.STORE_UNAVAILABLE: 503,

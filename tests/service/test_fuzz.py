@@ -143,7 +143,12 @@ def assert_valid_answer(response: httpx.Response, body: Any) -> None:
 def test_the_service_answers_near_valid_bodies_with_a_ranking_or_a_problem(
     fuzz_base: str, body: dict[str, Any]
 ) -> None:
-    response = httpx.post(f"{fuzz_base}/rank", content=json.dumps(body).encode(), timeout=10)
+    response = httpx.post(
+        f"{fuzz_base}/rank",
+        content=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     assert_valid_answer(response, body)
 
 

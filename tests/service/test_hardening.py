@@ -307,3 +307,18 @@ def test_the_openapi_document_states_every_limit_the_service_checks(
         numeric = [b for b in supplied[name]["anyOf"] if b.get("type") in ("integer", "number")]
         assert numeric and all(b["maximum"] == 2**31 - 1 for b in numeric)
         assert all(b["minimum"] == -(2**31) for b in numeric)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_is_refused(
+    client: TestClient, content_type: str | None
+) -> None:
+    body = b'{"user_id": "u", "query": "q", "candidates": [{"item_id": "i1"}]}'
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/rank", content=body, headers=headers)
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    declared = client.post(
+        "/rank", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert declared.status_code == 200
