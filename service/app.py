@@ -228,7 +228,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await state.stop()
 
-    app = FastAPI(title="ranker", version="0.1.0", lifespan=lifespan)
+    docs = config.enable_docs
+    app = FastAPI(
+        title="ranker",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
 
     app.openapi = lambda: openapi_schema(app, config)  # type: ignore[method-assign]
 
@@ -303,7 +311,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state: ServiceState = request.app.state.service
         router = state.router
         return {
-            "models": [m.describe() for m in state.registry.all()],
+            "models": [
+                m.describe(with_path=state.settings.expose_details) for m in state.registry.all()
+            ],
             "default": router.default if router else None,
             "arms": router.arms if router else {},
             "shadow": state.settings.shadow_model,
@@ -581,7 +591,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             raise
         except Exception as err:  # a bug or a corrupt record: a 500 problem, the service stays up
             log.exception("request %s failed", request_id)
-            raise ServiceError(ErrorCode.INTERNAL, f"internal error: {type(err).__name__}") from err
+            what = f": {type(err).__name__}" if settings.expose_details else ""
+            raise ServiceError(ErrorCode.INTERNAL, f"internal error{what}") from err
     except ServiceError as err:
         metrics.ERRORS.labels(err.code.value).inc()
         metrics.REQUESTS.labels(*route_label, str(err.status)).inc()

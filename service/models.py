@@ -42,9 +42,10 @@ class LoadedModel:
     def family(self) -> str:
         return self.package.manifest.family
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, with_path: bool = False) -> dict[str, Any]:
+        """What /models shows; the package's path on the host only when ``with_path``."""
         m = self.package.manifest
-        return {
+        described = {
             "name": m.name,
             "version": m.version,
             "family": m.family,
@@ -54,9 +55,11 @@ class LoadedModel:
             "contract_hash": m.contract_hash,
             "text_tower_fingerprint": m.text_tower_fingerprint,
             "metrics": m.metrics,
-            "path": str(self.package.folder),
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
         }
+        if with_path:
+            described["path"] = str(self.package.folder)
+        return described
 
 
 def runner_settings(settings: Settings) -> RunnerSettings:

@@ -137,6 +137,7 @@ def demo(argv: Sequence[str]) -> int:
         shadow_model="vanilla",
         store="embedded",
         snapshot=args.snapshot,
+        enable_docs=True,  # the demo points people at /docs
     )
     config = uvicorn.Config(
         create_app(settings),

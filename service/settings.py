@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     # admin and diagnostics
     admin_token: str | None = Field(None, description="bearer token of /admin; unset = disabled")
     enable_echo: bool = Field(False, description="POST /v1/echo: parse only (benchmark floor)")
+    enable_docs: bool = Field(
+        False, description="/docs, /redoc and /openapi.json (off: they map the attack surface)"
+    )
+    expose_details: bool = Field(
+        False,
+        description="package paths in /models and error class names in 500 bodies (off: "
+        "they tell an attacker the layout; the logs always have them)",
+    )
 
     @field_validator("models", "buckets", mode="before")
     @classmethod

@@ -58,6 +58,13 @@ RedisClient = PipelinedConnection | RedisCluster
 BULK_TIMEOUT_S = 30.0
 
 
+def _redis_unavailable(err: Exception) -> IndexUnavailable:
+    """IndexUnavailable for a Redis error, naming its kind but not the server: the reason is
+    shown by /readyz, and redis-py's messages carry the host and port (logged here instead)."""
+    log.warning("Redis error: %s", err)
+    return IndexUnavailable(f"Redis: {type(err).__name__}")
+
+
 class IndexUnavailable(RuntimeError):
     """No live index: nothing loaded yet, or the store cannot be reached."""
 
@@ -370,7 +377,7 @@ class RedisStore:
                 self.bulk,
             )
         except RedisError as err:
-            raise IndexUnavailable(f"Redis: {err}") from err
+            raise _redis_unavailable(err) from err
         if meta_raw is None or index_blob is None or texts_raw is None:
             raise IndexUnavailable(f"index version {version} is incomplete or was removed")
         try:
@@ -415,7 +422,7 @@ class RedisStore:
         try:
             pointer = await self.bulk.get(self.keys.live)
         except RedisError as err:
-            raise IndexUnavailable(f"Redis: {err}") from err
+            raise _redis_unavailable(err) from err
         if pointer is None:
             raise IndexUnavailable(f"no live index under {self.keys.namespace!r}")
         version = pointer.decode() if isinstance(pointer, bytes) else pointer
@@ -450,7 +457,7 @@ class RedisStore:
         try:
             values = await self._mget(wanted)  # the one round trip
         except RedisError as err:
-            raise IndexUnavailable(f"Redis: {err}") from err
+            raise _redis_unavailable(err) from err
         try:
             return self._decode(live, match, n, values)
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format

@@ -109,6 +109,7 @@ def fuzz_base(tiny_exports: dict[str, Any], tiny_snapshot: Snapshot) -> Iterator
         snapshot=tiny_snapshot.folder,
         device="cpu",
         buckets=(16, 64),
+        enable_docs=True,  # schemathesis reads the live OpenAPI document
         **LIMITS,
     )
     with live_server(config) as base:

@@ -291,10 +291,11 @@ def test_unique_client_texts_leave_the_worker_memory_bounded(
 
 
 def test_the_openapi_document_states_every_limit_the_service_checks(
-    client: TestClient, make_settings: MakeSettings
+    make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings()
-    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    settings = make_settings(enable_docs=True)
+    with TestClient(create_app(settings)) as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
     request = schemas["RankRequest"]["properties"]
     assert request["candidates"]["minItems"] == 1
     assert request["candidates"]["maxItems"] == settings.max_candidates
@@ -322,3 +323,17 @@ def test_a_body_that_is_not_declared_json_is_refused(
         "/rank", content=body, headers={"content-type": "application/json; charset=utf-8"}
     )
     assert declared.status_code == 200
+
+
+def test_the_service_shows_no_layout_by_default(make_settings: MakeSettings) -> None:
+    """No API docs, no package paths, no Redis address; each on by its setting."""
+    unreachable = "redis://127.0.0.1:1/0"  # nothing listens: the store fails with an address
+    with TestClient(create_app(make_settings(store="redis", redis_url=unreachable))) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404, path
+        assert all("path" not in model for model in client.get("/models").json()["models"])
+        reasons = client.get("/readyz").json()["reasons"]
+        assert reasons and not any("127.0.0.1" in r or ":1" in r for r in reasons), reasons
+    with TestClient(create_app(make_settings(enable_docs=True, expose_details=True))) as client:
+        assert client.get("/openapi.json").status_code == 200
+        assert all(model["path"] for model in client.get("/models").json()["models"])
