@@ -90,6 +90,13 @@ def rank() -> None:
     if len(scores) != REQUEST["top_k"] or scores != sorted(scores, reverse=True):
         raise SystemExit(f"FAILED: not a ranking of top_k={REQUEST['top_k']}: {body}")
     log(f"ranked through nginx: {[item['item_id'] for item in body['items']]}")
+    hidden = {
+        path: httpx.request(method, f"{LB}{path}", timeout=5).status_code
+        for method, path in (("POST", "/admin/reload"), ("GET", "/metrics"), ("GET", "/docs"))
+    }
+    if set(hidden.values()) != {404}:
+        raise SystemExit(f"FAILED: internal routes reachable through nginx: {hidden}")
+    log(f"not on the public port: {sorted(hidden)}")
     log(f"Server-Timing: {response.headers.get('server-timing')}")
 
 
