@@ -85,6 +85,7 @@ class ServiceState:
     index_meta: SnapshotMeta | None = None
     incompatible: dict[str, str] = field(default_factory=dict)  # version -> why
     warm: bool = False
+    in_flight: int = 0  # rankings admitted and not yet answered (one event loop: no lock)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -387,7 +388,8 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
             (415, "the body is not application/json"),
             (422, "invalid input (the code says which)"),
             (500, "internal error"),
-            (503, "not ready or the store unavailable (Retry-After)"),
+            (503, "not ready, overloaded or the store unavailable (Retry-After)"),
+            (504, "the ranking ran past its deadline"),
         )
     }
     ranking = {"200": {"description": "the ranked candidates", **content("RankResponse")}}
@@ -575,11 +577,22 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     settings = state.settings
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     route_label = ("unknown", "none")
+    admitted = False
     try:
         if not state.warm:
             raise ServiceError(
                 ErrorCode.NOT_READY, "models are loading", headers={"Retry-After": RETRY_AFTER_S}
             )
+        if state.in_flight >= settings.max_in_flight:
+            # Shed at the door: a request admitted past this would only wait behind the others
+            # and pass its deadline; a quick 503 lets the client (or nginx) go elsewhere.
+            raise ServiceError(
+                ErrorCode.OVERLOADED,
+                f"{state.in_flight} rankings in flight (limit {settings.max_in_flight})",
+                headers={"Retry-After": "1"},
+            )
+        state.in_flight += 1
+        admitted = True
         check_media_type(request.headers.get("content-type"))
         body = parse_rank_request(await read_body(request, settings.max_body_bytes), settings)
         request_id = body.request_id or request_id
@@ -605,6 +618,9 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
         log.info("request %s: the client hung up %s", request_id, gone)
         metrics.REQUESTS.labels(*route_label, CLIENT_CLOSED).inc()
         return Response(status_code=int(CLIENT_CLOSED))
+    finally:
+        if admitted:
+            state.in_flight -= 1
     metrics.REQUESTS.labels(*route_label, "200").inc()
     metrics.REQUEST_LATENCY.labels(*route_label, "200").observe(time.perf_counter() - started)
     server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
@@ -629,6 +645,7 @@ async def _rank(
     metrics.CANDIDATES.observe(len(item_ids))
     t_parse = time.perf_counter()
 
+    past_deadline(deadline, settings.deadline_ms)  # e.g. it waited behind others
     budget = min(settings.store_timeout_ms / 1000, deadline - t_parse)
     features, degraded = await fetch_features(state, body, item_ids, budget, manifest.text_dim)
     why = await state.unusable(features.index_version)
@@ -645,6 +662,7 @@ async def _rank(
         if count:
             metrics.MISSES.labels(kind).inc(count)
     t_fetch = time.perf_counter()
+    past_deadline(deadline, settings.deadline_ms)
 
     supplied = [c.features for c in body.candidates]
     hour = body.context.hour if body.context and body.context.hour is not None else None
@@ -655,6 +673,7 @@ async def _rank(
     )
     inputs = {name: assembled[name] for name in model.runner.input_names}
     t_assemble = time.perf_counter()
+    past_deadline(deadline, settings.deadline_ms)
 
     outputs = model.runner.run(inputs)
     scores = outputs["score"]
@@ -662,8 +681,7 @@ async def _rank(
 
     if features.query.match.kind == "empty" and manifest.empty_query_share == 0.0:
         degraded.append("empty_query_untrained")
-    if t_inference > deadline:
-        degraded.append("over_deadline")
+    past_deadline(deadline, settings.deadline_ms)  # a late answer is not sent as a ranking
     for reason in degraded:
         metrics.DEGRADED.labels(reason).inc()
     order = np.argsort(-scores, kind="stable")[: body.top_k].tolist()
@@ -692,6 +710,15 @@ async def _rank(
         "index_version": features.index_version or None,
     }
     return response, timings
+
+
+def past_deadline(deadline: float, deadline_ms: float) -> None:
+    """Stop a request whose deadline has passed (504): no more work on an answer the client
+    may no longer wait for, and no ranking answered later than promised."""
+    if time.perf_counter() > deadline:
+        raise ServiceError(
+            ErrorCode.DEADLINE_EXCEEDED, f"the ranking ran past its {deadline_ms:g} ms deadline"
+        )
 
 
 def rank_disagreement(served: npt.NDArray[Any], shadow: npt.NDArray[Any]) -> float:

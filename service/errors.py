@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_READY = "not_ready"
+    OVERLOADED = "overloaded"
     STORE_UNAVAILABLE = "store_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNAUTHORIZED = "unauthorized"
@@ -47,6 +48,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.TOO_MANY_CANDIDATES: 413,
     ErrorCode.NOT_READY: 503,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.UNAUTHORIZED: 401,

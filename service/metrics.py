@@ -127,7 +127,6 @@ DEGRADED_REASONS = (
     "store_unavailable",
     "store_timeout",
     "index_incompatible",
-    "over_deadline",
     "empty_query_untrained",
 )
 MISS_KINDS = ("query", "user", "item", "pair")

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     # limits and deadlines
     deadline_ms: float = Field(200.0, gt=0)
+    max_in_flight: int = Field(
+        32, ge=1, description="rankings a worker holds at once; past it, 503 overloaded"
+    )
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_string_length: int = Field(512, ge=8)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,47 @@ def test_the_service_shows_no_layout_by_default(make_settings: MakeSettings) -> 
     with TestClient(create_app(make_settings(enable_docs=True, expose_details=True))) as client:
         assert client.get("/openapi.json").status_code == 200
         assert all(model["path"] for model in client.get("/models").json()["models"])
+
+
+@pytest.mark.slow
+def test_a_flood_is_shed_and_every_ranking_answered_within_its_deadline(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    """300 concurrent clients on loopback for 3 seconds against a worker admitting 4 at once:
+    the rest get 503 overloaded at once, an admitted request past its deadline gets 504, and
+    every ranking answered was computed within the deadline (server-side timings)."""
+    settings = make_settings(max_in_flight=4, deadline_ms=200)
+    query_row = int(tiny_snapshot.pair_query[0])
+    body = {
+        "user_id": tiny_snapshot.user_key[0],
+        "query": tiny_snapshot.query_text[query_row],
+        "candidates": [{"item_id": tiny_snapshot.item_key[i]} for i in range(100)],
+    }
+
+    async def flood(base: str) -> list[tuple[int, dict[str, Any]]]:
+        answers: list[tuple[int, dict[str, Any]]] = []
+        stop = time.monotonic() + 3
+        limits = httpx.Limits(max_connections=300)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+            async def one_client() -> None:
+                while time.monotonic() < stop:
+                    response = await client.post("/rank", json=body)
+                    answers.append((response.status_code, response.json()))
+
+            await asyncio.gather(*(one_client() for _ in range(300)))
+        return answers
+
+    with live_server(settings) as base:
+        answers = asyncio.run(flood(base))
+        assert httpx.get(f"{base}/readyz").status_code == 200  # still up
+    statuses = Counter(status for status, _ in answers)
+    print(f"flood: {dict(statuses)}")
+    assert set(statuses) <= {200, 503, 504}
+    assert statuses[200] > 0 and statuses[503] > 0
+    assert {a["code"] for s, a in answers if s == 503} == {"overloaded"}
+    for status, answer in answers:
+        if status == 200:
+            stages = answer["timing_ms"]
+            computed = stages["parse"] + stages["fetch"] + stages["assemble"] + stages["inference"]
+            assert computed <= settings.deadline_ms + 0.01, stages
