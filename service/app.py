@@ -86,6 +86,7 @@ class ServiceState:
     incompatible: dict[str, str] = field(default_factory=dict)  # version -> why
     warm: bool = False
     in_flight: int = 0  # rankings admitted and not yet answered (one event loop: no lock)
+    configured: frozenset[str] = frozenset()  # the model names loaded at start
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -98,6 +99,7 @@ class ServiceState:
             self.serve_model(model)
         if not self.registry.names:
             raise RuntimeError("no models: set RANKER_MODELS to one or more package folders")
+        self.configured = frozenset(self.registry.names)
         default = s.default_model or self.registry.names[0]
         for name in [default, *s.arms, *([s.shadow_model] if s.shadow_model else [])]:
             if self.registry.get(name) is None:
@@ -335,7 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body = ReloadBody.model_validate_json(await request.body())
         except ValidationError as err:
             raise from_validation(err) from err
-        return await reload_model(state, Path(body.path))
+        return await reload_model(state, reload_target(state, body.path))
 
     return app
 
@@ -419,16 +421,40 @@ def authorize(request: Request, settings: Settings) -> None:
         )
 
 
+def package_root(settings: Settings) -> Path:
+    """Where reloads may come from: the setting, else the folder all configured packages share
+    above their ``<name>/<version>`` folders."""
+    if settings.package_root is not None:
+        return settings.package_root.resolve()
+    parents = [str(path.resolve().parent.parent) for path in settings.models]
+    return Path(os.path.commonpath(parents)) if parents else Path.cwd().resolve()
+
+
+def reload_target(state: ServiceState, requested: str) -> Path:
+    """The package folder a reload asks for, if it lies under the package root (symlinks and
+    ``..`` resolved first); a relative path is taken from the root."""
+    root = package_root(state.settings)
+    target = (root / requested).resolve()  # an absolute ``requested`` replaces the root
+    if not target.is_relative_to(root):
+        raise ServiceError(ErrorCode.RELOAD_REFUSED, "the package is outside the package root")
+    return target
+
+
 async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
-    """Load, verify, warm, check against the index, then swap; any failure keeps the old one."""
+    """Load, verify, warm, check against the index, then swap; any failure keeps the old one.
+
+    Only the models configured at start can be replaced: a reload is an update, not a way to
+    serve something new."""
     try:
         model = await asyncio.to_thread(load_model, path, state.settings)
+        if model.name not in state.configured:
+            raise ValueError(f"model {model.name!r} is not one this service was started with")
         if state.index_meta is not None:
             check_compatible(state.index_meta, model.package.manifest)
     except Exception as err:  # every failure is a refusal: the old model keeps serving
         metrics.RELOADS.labels("refused").inc()
         log.warning("reload of %s refused: %s", path, err)
-        raise ServiceError(ErrorCode.RELOAD_REFUSED, f"{path}: {err}") from err
+        raise ServiceError(ErrorCode.RELOAD_REFUSED, f"{path.name}: {err}") from err
     previous = state.registry.get(model.name)
     state.serve_model(model)
     metrics.RELOADS.labels("swapped").inc()
@@ -436,7 +462,7 @@ async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
         "model %s: %s -> %s", model.name, previous.version if previous else None, model.version
     )
     return {
-        "model": model.describe(),
+        "model": model.describe(with_path=state.settings.expose_details),
         "replaced": previous.version if previous is not None else None,
     }
 

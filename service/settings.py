@@ -66,6 +66,11 @@ class Settings(BaseSettings):
 
     # admin and diagnostics
     admin_token: str | None = Field(None, description="bearer token of /admin; unset = disabled")
+    package_root: Path | None = Field(
+        None,
+        description="the only folder /admin/reload loads packages from (default: the folder "
+        "holding the configured packages' <name>/<version> folders)",
+    )
     enable_echo: bool = Field(False, description="POST /v1/echo: parse only (benchmark floor)")
     enable_docs: bool = Field(
         False, description="/docs, /redoc and /openapi.json (off: they map the attack surface)"

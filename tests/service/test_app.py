@@ -433,7 +433,7 @@ def test_reload_under_concurrent_requests_fails_none_and_refuses_a_broken_packag
             await asyncio.gather(*workers)
         return statuses, versions, reloads
 
-    with live_server(make_settings()) as base:
+    with live_server(make_settings(package_root=tmp_path)) as base:
         statuses, versions, reloads = asyncio.run(traffic(base))
         after = httpx.post(f"{base}/rank", json=body).json()
     assert reloads == [409, 200, 409]

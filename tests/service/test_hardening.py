@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import logging
 import os
 import shutil
@@ -382,3 +383,35 @@ def test_a_flood_is_shed_and_every_ranking_answered_within_its_deadline(
             stages = answer["timing_ms"]
             computed = stages["parse"] + stages["fetch"] + stages["assemble"] + stages["inference"]
             assert computed <= settings.deadline_ms + 0.01, stages
+
+
+def test_reloads_come_only_from_the_package_root_and_replace_configured_models(
+    make_settings: MakeSettings, tiny_exports: dict[str, Any], tmp_path: Path
+) -> None:
+    vanilla = tiny_exports["vanilla"].package.folder  # <root>/vanilla/1
+    outside = tmp_path / "vanilla-copy"
+    shutil.copytree(vanilla, outside)
+    renamed = vanilla.parent.parent / "renamed" / "1"  # inside the root, a new model name
+    shutil.copytree(vanilla, renamed, dirs_exist_ok=True)
+    manifest = json.loads((renamed / "manifest.json").read_text())
+    manifest["name"] = "renamed"
+    (renamed / "manifest.json").write_text(json.dumps(manifest))
+    auth = {"Authorization": "Bearer secret"}
+    settings = make_settings(models=[tiny_exports["prectr"].package.folder, vanilla])
+    try:
+        with TestClient(create_app(settings)) as client:
+            for path in (str(outside), f"{vanilla}/../../../{tmp_path.name}", "../.."):
+                refused = client.post("/admin/reload", json={"path": path}, headers=auth)
+                assert refused.status_code == 409, path
+                assert "outside the package root" in refused.json()["detail"]
+                assert str(tmp_path) not in refused.text
+            new_name = client.post("/admin/reload", json={"path": str(renamed)}, headers=auth)
+            assert new_name.status_code == 409 and "not one this service" in new_name.text
+            relative = client.post("/admin/reload", json={"path": "vanilla/1"}, headers=auth)
+            assert relative.status_code == 200
+            assert {m["name"] for m in client.get("/models").json()["models"]} == {
+                "prectr",
+                "vanilla",
+            }
+    finally:
+        shutil.rmtree(renamed.parent)
