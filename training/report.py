@@ -99,8 +99,10 @@ def run_report(
     config_dir: Path = CONFIG_DIR,
     label: str = "",
     overrides: dict[str, Any] | None = None,
+    scope: str = "",
 ) -> dict[str, Any]:
-    """Train what is missing, then write the report files; returns the report record."""
+    """Train what is missing, then write the report files; returns the report record (``scope``:
+    a sentence on what the report leaves out, printed under its protocol)."""
     seconds = 0.0
     runs: dict[str, list[dict[str, float]]] = {}
     total, done = len(configs) * len(seeds), 0
@@ -121,6 +123,8 @@ def run_report(
     # The runs' own training time, summed: the cost of the whole report from scratch, also when
     # this call reused finished runs.
     report.update({"data": str(data_dir), "label": label, "minutes": round(seconds / 60, 1)})
+    if scope:
+        report["scope"] = scope
     write_report(report, out_dir)
     return report
 
@@ -289,6 +293,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Comparisons: {report.get('interval', 'paired t-interval over seeds, 95%')}; "
         "a verdict only where the interval excludes 0, else *no difference shown*.",
         "",
+        *([f"**Scope:** {report['scope']}", ""] if report.get("scope") else []),
     ]
     shown_metrics = [m for m in METRICS if any(m in row for row in table.values())]
     header = "| model | " + " | ".join(LABELS[m] for m in shown_metrics) + " |"
