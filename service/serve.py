@@ -43,7 +43,21 @@ def serve(argv: Sequence[str]) -> int:
         help="event loop (asyncio: a 200-candidate request took ~0.4 ms less on it than on "
         "uvloop here, pipelined Redis reads included)",
     )
+    parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send its request head before it is closed",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=2048,
+        help="open connections and requests per worker; past it uvicorn answers 503",
+    )
     args = parser.parse_args(argv)
+    # Read by service.protocol in every worker process (they inherit the environment).
+    os.environ["RANKER_HEAD_TIMEOUT_S"] = str(args.head_timeout)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
     from service.metrics import reset_multiprocess_dir
@@ -58,6 +72,8 @@ def serve(argv: Sequence[str]) -> int:
         log_level=args.log_level,
         access_log=False,  # one line per request costs more than ranking it
         loop=args.loop,
+        http="service.protocol:HeadTimeoutProtocol",
+        limit_concurrency=args.max_connections,
     )
     return 0
 

@@ -415,3 +415,36 @@ def test_reloads_come_only_from_the_package_root_and_replace_configured_models(
             }
     finally:
         shutil.rmtree(renamed.parent)
+
+
+def test_connections_that_never_finish_their_request_head_are_closed(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot
+) -> None:
+    """Half-open connections (nothing sent, or half a head) are closed after --head-timeout;
+    a complete request on a new connection is still served."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
+        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
+        "RANKER_DEVICE": "cpu",
+    }
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    command += ["--head-timeout", "0.5"]
+    with subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) as server:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(base, lambda: server.poll() is None)
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+            for k, conn in enumerate(idle):
+                if k % 2:
+                    conn.sendall(b"POST /rank HTTP/1.1\r\nHost: x\r\nContent-")  # half a head
+                conn.settimeout(10)
+            closed = [conn.recv(1024) == b"" for conn in idle]  # b"": the server closed it
+            for conn in idle:
+                conn.close()
+            assert httpx.get(f"{base}/healthz").status_code == 200
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    assert all(closed)
