@@ -38,6 +38,9 @@ def make_settings(tiny_exports: dict[str, Any], tiny_snapshot: Snapshot) -> Call
             "device": "cpu",
             "buckets": (16, 64, 256),
             "admin_token": "secret",
+            # enforced (504 past it): generous, so a loaded CI machine does not turn a test
+            # about something else into a deadline test; the deadline tests set their own
+            "deadline_ms": 5_000,
         }
         values.update(overrides)
         return Settings(**values)
@@ -124,7 +127,7 @@ class RedisServer:
 def redis_settings(make_settings: Callable[..., Settings], private_redis: RedisServer) -> Settings:
     """Both tiny models over the test's own Redis, with a short store budget and deadline."""
     return make_settings(
-        store="redis", redis_url=private_redis.url, store_timeout_ms=150, deadline_ms=400
+        store="redis", redis_url=private_redis.url, store_timeout_ms=150, deadline_ms=2_000
     )
 
 

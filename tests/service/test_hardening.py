@@ -249,6 +249,7 @@ def test_unique_client_texts_leave_the_worker_memory_bounded(
         "RANKER_MODELS": str(tiny_exports["prectr"].package.folder),
         "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
         "RANKER_DEVICE": "cpu",
+        "RANKER_DEADLINE_MS": "30000",  # memory is the question here, not latency
     }
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     words = "premium merino wool hiking socks cushioned breathable arch support".split()
