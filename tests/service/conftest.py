@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +75,22 @@ def wait_for_redis(port: int, timeout_s: float = 10, password: str | None = None
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+def serve_env(package: Path, snapshot: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `ranker serve` subprocess over one package and the embedded store."""
+    return {
+        **os.environ,
+        "RANKER_MODELS": str(package),
+        "RANKER_SNAPSHOT": str(snapshot),
+        "RANKER_DEVICE": "cpu",
+        **extra,
+    }
+
+
+def serve_command(port: int, *flags: str) -> list[str]:
+    """`ranker serve` on ``port`` with ``flags``, as a subprocess runs it."""
+    return [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *flags]
 
 
 def wait_until_ready(base: str, alive: Callable[[], bool], timeout_s: float = 90) -> None:

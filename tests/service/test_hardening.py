@@ -6,11 +6,9 @@ import asyncio
 import http.server
 import json
 import logging
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,7 +28,14 @@ from service.index.keys import KeySchema
 from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.settings import Settings
-from tests.service.conftest import RedisServer, free_port, live_server, wait_until_ready
+from tests.service.conftest import (
+    RedisServer,
+    free_port,
+    live_server,
+    serve_command,
+    serve_env,
+    wait_until_ready,
+)
 
 MakeSettings = Callable[..., Settings]
 
@@ -244,14 +249,10 @@ def test_unique_client_texts_leave_the_worker_memory_bounded(
     """200 requests of 1000 unknown candidates with unique ~380-character titles and texts, and
     unique long item ids: the worker grows by what its caches may hold, not by what was sent."""
     port = free_port()
-    env = {
-        **os.environ,
-        "RANKER_MODELS": str(tiny_exports["prectr"].package.folder),
-        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
-        "RANKER_DEVICE": "cpu",
-        "RANKER_DEADLINE_MS": "30000",  # memory is the question here, not latency
-    }
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    # memory is the question here, not latency: a generous deadline
+    env = serve_env(tiny_exports["prectr"].package.folder, tiny_snapshot.folder)
+    env["RANKER_DEADLINE_MS"] = "30000"
+    command = serve_command(port)
     words = "premium merino wool hiking socks cushioned breathable arch support".split()
 
     def body(n: int) -> bytes:
@@ -424,14 +425,8 @@ def test_connections_that_never_finish_their_request_head_are_closed(
     """Half-open connections (nothing sent, or half a head) are closed after --head-timeout;
     a complete request on a new connection is still served."""
     port = free_port()
-    env = {
-        **os.environ,
-        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
-        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
-        "RANKER_DEVICE": "cpu",
-    }
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    command += ["--head-timeout", "0.5"]
+    env = serve_env(tiny_exports["vanilla"].package.folder, tiny_snapshot.folder)
+    command = serve_command(port, "--head-timeout", "0.5")
     with subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) as server:
         base = f"http://127.0.0.1:{port}"
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from service.cli import main as ranker
 from service.index.snapshot import Snapshot
 from service.serve import example_request
 from service.settings import Settings
-from tests.service.conftest import free_port, wait_until_ready
+from tests.service.conftest import free_port, serve_command, serve_env, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,14 +42,9 @@ def test_metrics_add_up_over_several_worker_processes(
     tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
-        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
-        "RANKER_DEVICE": "cpu",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    command = [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)]
+    package = tiny_exports["vanilla"].package.folder
+    env = serve_env(package, tiny_snapshot.folder, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    command = serve_command(port, "--workers", "2")
     with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True) as server:
         base = f"http://127.0.0.1:{port}"
         try:
@@ -111,14 +105,9 @@ def test_a_killed_worker_leaves_no_ready_series_behind(
     stale = tmp_path / "gauge_liveall_1.db"
     stale.write_bytes(b"left by an earlier run")
     port = free_port()
-    env = {
-        **os.environ,
-        "RANKER_MODELS": str(tiny_exports["vanilla"].package.folder),
-        "RANKER_SNAPSHOT": str(tiny_snapshot.folder),
-        "RANKER_DEVICE": "cpu",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    command = [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port", str(port)]
+    package = tiny_exports["vanilla"].package.folder
+    env = serve_env(package, tiny_snapshot.folder, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    command = serve_command(port, "--workers", "2")
     with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.DEVNULL) as server:
         base = f"http://127.0.0.1:{port}"
         try:
