@@ -247,7 +247,6 @@ def _short_text_cache(function: Callable[[str], _T]) -> Callable[[str], _T]:
     def call(text: str) -> _T:
         return cached(text) if len(text) <= CACHED_TEXT_CHARS else function(text)
 
-    call.cache_info = cached.cache_info  # type: ignore[attr-defined]
     return call
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,14 +92,10 @@ print("\\n".join(failed))
 """
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def distributions_of_extra(project: str, extra: str) -> set[str]:
     """The installed distributions `pip install project[extra]` needs: its requirements with
     their own requirements (and requested extras), markers evaluated; canonical names."""
-    needed: set[str] = {_canonical(project)}
+    needed: set[str] = {canonicalize_name(project)}
     todo: list[tuple[str, set[str]]] = [(project, {extra})]
     while todo:
         name, extras = todo.pop()
@@ -108,12 +104,12 @@ def distributions_of_extra(project: str, extra: str) -> set[str]:
             marker = requirement.marker
             if marker is not None and not any(marker.evaluate({"extra": e}) for e in extras | {""}):
                 continue
-            key = _canonical(requirement.name)
+            key = canonicalize_name(requirement.name)
             try:
                 importlib.metadata.distribution(requirement.name)
             except importlib.metadata.PackageNotFoundError:
                 continue  # an optional dependency this platform does not install
-            if key == _canonical(project):
+            if key == canonicalize_name(project):
                 todo.append((name, set(requirement.extras)))  # ranker[serve-base]
             elif key not in needed or requirement.extras:
                 needed.add(key)
@@ -127,7 +123,7 @@ def modules_outside(distributions: set[str]) -> set[str]:
     return {
         module
         for module, dists in providers.items()
-        if not {_canonical(d) for d in dists} & distributions
+        if not {canonicalize_name(d) for d in dists} & distributions
     } | {"training", "export"}
 
 
