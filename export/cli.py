@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,6 +116,7 @@ def main(command: str, argv: Sequence[str]) -> int:
     if args.action == "onnx":
         from export.package import export_run
 
+        signing = bool(os.environ.get("RANKER_PACKAGE_KEY"))
         result = export_run(
             args.run,
             args.out,
@@ -123,10 +125,19 @@ def main(command: str, argv: Sequence[str]) -> int:
             world_dir=args.data,
             fp16=not args.no_fp16,
             runner_settings=RunnerSettings(device="cpu", buckets=args.buckets),
+            key=os.environ["RANKER_PACKAGE_KEY"].encode() if signing else None,
         )
         for parity in result.parity.values():
             print(parity.describe())
         print(f"wrote {result.package.folder} in {result.seconds:.1f}s")
+        print(
+            f"manifest SHA-256 {result.package.manifest_sha256} (pin it in /admin/reload); "
+            + (
+                "signed with RANKER_PACKAGE_KEY"
+                if signing
+                else "unsigned: RANKER_PACKAGE_KEY unset"
+            )
+        )
     elif args.action == "parity":
         from export.package import recheck_package
 

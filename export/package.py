@@ -34,6 +34,7 @@ from service.package import (
     Precision,
     StoredArray,
     file_sha256,
+    sign_package,
     write_manifest,
 )
 from training.data.tables import World
@@ -44,8 +45,8 @@ from training.train import SavedRun, git_sha, load_saved_run
 log = logging.getLogger(__name__)
 
 GRAPH_FILES: dict[Precision, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
-#: Candidates in the reference inputs a reload runs (small: they live in the manifest).
-REFERENCE_CANDIDATES = 5
+#: Candidates in the reference inputs every load runs (they live in the manifest: ~0.2 MB).
+REFERENCE_CANDIDATES = 64
 
 
 class ExportError(RuntimeError):
@@ -105,8 +106,10 @@ def export_run(
     runner_settings: RunnerSettings | None = None,
     parity_rounds: int = 2,
     seed: int = 0,
+    key: bytes | None = None,
 ) -> ExportResult:
-    """Export a run to ``out_root/<name>/<version>/``; raises `ExportError` or `ParityError`."""
+    """Export a run to ``out_root/<name>/<version>/`` (signed with ``key`` where given); raises
+    `ExportError` or `ParityError`."""
     started = time.perf_counter()
     run = load_saved_run(run_dir)
     family = family_of(run)
@@ -149,7 +152,9 @@ def export_run(
         manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
         manifest = manifest.model_copy(update={"empty_query_share": empty_query_share(world_dir)})
         write_manifest(staging, manifest)
-        ModelPackage(staging)  # read back what was written: the same checks the service runs
+        if key is not None:
+            sign_package(staging, key)
+        ModelPackage(staging, key=key)  # read back what was written: the service's checks
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

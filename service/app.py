@@ -26,7 +26,7 @@ import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
@@ -51,6 +51,7 @@ from service.schemas import (
     SuppliedFeatures,
     check_candidate_count,
     check_limits,
+    check_unique_keys,
 )
 from service.settings import Settings
 from service.store import (
@@ -71,6 +72,11 @@ class ReloadBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     path: str
+    manifest_sha256: str | None = Field(
+        None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description="the package's manifest SHA-256 as export printed it: any other is refused",
+    )
 
 
 @dataclass
@@ -337,7 +343,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body = ReloadBody.model_validate_json(await request.body())
         except ValidationError as err:
             raise from_validation(err) from err
-        return await reload_model(state, reload_target(state, body.path))
+        return await reload_model(state, reload_target(state, body.path), body.manifest_sha256)
 
     return app
 
@@ -383,7 +389,7 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     problems = {
         str(status): {"description": text, **content("Problem", PROBLEM_TYPE)}
         for status, text in (
-            (400, "invalid JSON"),
+            (400, "invalid JSON, or an object that repeats a key"),
             (401, "admin token missing or wrong"),
             (409, "reload refused"),
             (413, "too many candidates or too large a body"),
@@ -440,13 +446,14 @@ def reload_target(state: ServiceState, requested: str) -> Path:
     return target
 
 
-async def reload_model(state: ServiceState, path: Path) -> dict[str, Any]:
-    """Load, verify, warm, check against the index, then swap; any failure keeps the old one.
+async def reload_model(state: ServiceState, path: Path, pin: str | None = None) -> dict[str, Any]:
+    """Load, verify (``pin``: the manifest's SHA-256), warm, check against the index, then swap;
+    any failure keeps the old one.
 
     Only the models configured at start can be replaced: a reload is an update, not a way to
     serve something new."""
     try:
-        model = await asyncio.to_thread(load_model, path, state.settings)
+        model = await asyncio.to_thread(load_model, path, state.settings, pin)
         if model.name not in state.configured:
             raise ValueError(f"model {model.name!r} is not one this service was started with")
         if state.index_meta is not None:
@@ -509,6 +516,7 @@ def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
         body = RankRequest.model_validate_json(raw)
     except ValidationError as err:
         raise from_validation(err) from err
+    check_unique_keys(raw, body)
     check_limits(body, settings)
     return body
 

@@ -19,6 +19,7 @@ PROBLEM_TYPE = "application/problem+json"
 
 class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
+    DUPLICATE_KEY = "duplicate_key"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     UNKNOWN_FIELD = "unknown_field"
@@ -44,6 +45,7 @@ class ErrorCode(StrEnum):
 
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400,
+    ErrorCode.DUPLICATE_KEY: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.TOO_MANY_CANDIDATES: 413,

@@ -53,6 +53,7 @@ class LoadedModel:
             "providers": list(self.runner.providers),
             "buckets": list(self.runner.settings.buckets),
             "contract_hash": m.contract_hash,
+            "manifest_sha256": self.package.manifest_sha256,
             "text_tower_fingerprint": m.text_tower_fingerprint,
             "metrics": m.metrics,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
@@ -71,10 +72,16 @@ def runner_settings(settings: Settings) -> RunnerSettings:
     )
 
 
-def load_model(path: Path, settings: Settings) -> LoadedModel:
-    """Load, verify and warm one package (raises PackageError / InferenceError)."""
+def package_key(settings: Settings) -> bytes | None:
+    key = settings.package_key
+    return key.get_secret_value().encode() if key is not None else None
+
+
+def load_model(path: Path, settings: Settings, pin: str | None = None) -> LoadedModel:
+    """Load, verify (signature where a key is set, ``pin``: the manifest's SHA-256) and warm
+    one package (raises PackageError / InferenceError)."""
     started = time.perf_counter()
-    package = ModelPackage(path)
+    package = ModelPackage(path, key=package_key(settings), pin=pin)
     runner, precision = runner_for(package, runner_settings(settings), settings.precision)
     check_reference(runner, package, precision)
     runner.warm()

@@ -8,7 +8,14 @@ A package is a folder ``artifacts/<model>/<version>/`` holding
 - ``manifest.json``: the `Manifest` below: input and output names, dtypes and symbolic dims, the
   contract hash, the encoder and text-tower fingerprints the index must match, the training
   metrics, reference inputs and outputs (so a reload can prove the file computes what the exporter
-  measured), the parity results, when and from which commit it was made.
+  measured), the parity results, when and from which commit it was made;
+- ``manifest.sig`` where the exporter had a package key: the HMAC-SHA256 of ``manifest.json``.
+
+The manifest holds every graph's and the contract's checksum, so the manifest's own digest or
+signature covers the whole package. Checksums alone prove a package consistent, not authentic: a
+package whose weights were changed and whose manifest was rewritten to match is consistent. A
+service with a package key refuses anything not signed with it, and a reload may pin the
+manifest's SHA-256 (what `ranker export onnx` prints).
 
 This module owns the format and its validation; it imports no torch, so the service reads
 packages with it and `export/` writes them with it.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +38,7 @@ from service.contract import FeatureSpec
 
 MANIFEST_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
 SPEC_FILE = "feature_spec.json"
 #: The symbolic name of the candidate axis in every exported graph.
 CANDIDATE_AXIS = "candidates"
@@ -144,17 +153,37 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def manifest_signature(manifest: bytes, key: bytes) -> str:
+    """HMAC-SHA256 of a manifest's bytes under the package key, hex."""
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
+
+
+def sign_package(folder: Path, key: bytes) -> Path:
+    """Write ``manifest.sig`` for the package's manifest as it is now."""
+    path = folder / SIGNATURE_FILE
+    path.write_text(manifest_signature((folder / MANIFEST_FILE).read_bytes(), key) + "\n")
+    return path
+
+
 class ModelPackage:
     """A package folder, read and checked: the manifest parses and every graph file matches its
-    checksum. Running the reference inputs is the caller's job (it owns the runner)."""
+    checksum; with ``key``, the manifest carries that key's signature; with ``pin``, the
+    manifest's SHA-256 is the pinned one. Running the reference inputs is the caller's job (it
+    owns the runner)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, key: bytes | None = None, pin: str | None = None) -> None:
         self.folder = folder
         path = folder / MANIFEST_FILE
         if not path.is_file():
             raise PackageError(f"{folder}: no {MANIFEST_FILE}")
+        raw = path.read_bytes()  # checked and parsed from the same bytes
+        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        if pin is not None and not hmac.compare_digest(self.manifest_sha256, pin.lower()):
+            raise PackageError(f"{path}: SHA-256 {self.manifest_sha256} is not the pinned {pin}")
+        if key is not None:
+            self._check_signature(raw, key)
         try:
-            self.manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+            self.manifest = Manifest.model_validate_json(raw)
         except ValueError as err:
             raise PackageError(f"{path}: invalid manifest: {err}") from err
         if self.manifest.format != MANIFEST_FORMAT:
@@ -174,6 +203,15 @@ class ModelPackage:
                 raise PackageError(f"{folder}: {precision} graph {graph.file} is missing")
             if file_sha256(file) != graph.sha256:
                 raise PackageError(f"{file}: checksum does not match the manifest")
+
+    def _check_signature(self, manifest: bytes, key: bytes) -> None:
+        path = self.folder / SIGNATURE_FILE
+        try:
+            signature = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise PackageError(f"{self.folder}: not signed (no readable {SIGNATURE_FILE})") from err
+        if not hmac.compare_digest(signature, manifest_signature(manifest, key)):
+            raise PackageError(f"{self.folder}: not signed with the configured package key")
 
     def graph_path(self, precision: Precision) -> Path:
         graph = self.manifest.graphs.get(precision)

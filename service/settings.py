@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.index.keys import DEFAULT_NAMESPACE
@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         None,
         description="the only folder /admin/reload loads packages from (default: the folder "
         "holding the configured packages' <name>/<version> folders)",
+    )
+    package_key: SecretStr | None = Field(
+        None,
+        description="HMAC key every package must be signed with (`ranker export onnx` signs "
+        "with RANKER_PACKAGE_KEY); unset: checksums only",
     )
     enable_echo: bool = Field(False, description="POST /v1/echo: parse only (benchmark floor)")
     enable_docs: bool = Field(
