@@ -221,6 +221,16 @@ def _report_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
     parser.add_argument(
+        "--scope", default="", help="a sentence on what the report leaves out (printed with it)"
+    )
+    parser.add_argument(
+        "--adopt",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="take the runs a report.json recorded (same data, seeds and code) instead of "
+        "training them again, e.g. to add configs to a committed report",
+    )
+    parser.add_argument(
         "--resummarize",
         metavar="NOTE",
         help="rewrite --out's report from the per-seed values its report.json holds (no "
@@ -259,12 +269,18 @@ def run_train(argv: Sequence[str]) -> int:
             is_elec = "vs_dcnv2" in report
             print(render_elec_markdown(report) if is_elec else render_markdown(report))
             return 0
+        if args.adopt:
+            from training.report import adopt_runs
+
+            adopted = adopt_runs(args.adopt, args.out)
+            print(f"adopted {len(adopted)} runs from {args.adopt}")
         report = run_report(
             args.data,
             args.out,
             configs=args.configs.split(","),
             seeds=[int(s) for s in args.seeds.split(",")],
             label=args.label,
+            scope=args.scope,
         )
         from training.report import render_markdown
 

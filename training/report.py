@@ -129,6 +129,34 @@ def run_report(
     return report
 
 
+def adopt_runs(report_json: Path, out_dir: Path) -> list[str]:
+    """Take the finished runs a report recorded (per seed: its metrics, chosen epoch and time)
+    as runs of ``out_dir``, so a report can grow by more configs without training again what it
+    holds. Only for the same data, seeds and training code: the caller vouches for that.
+    Returns the run names adopted (a run already in ``out_dir`` is kept)."""
+    old = json.loads(report_json.read_text())
+    adopted = []
+    for name, row in old["table"].items():
+        epochs = old.get("epochs", {}).get(name, [])
+        for k, seed in enumerate(old["seeds"]):
+            run_dir = out_dir / "runs" / f"{name}-seed{seed}"
+            if (run_dir / "metrics.json").is_file():
+                continue
+            chosen = epochs[k] if k < len(epochs) else {}
+            metrics = {m: row[m]["values"][k] for m in METRICS if m in row}
+            metrics.update(
+                best_epoch=chosen.get("best_epoch"),
+                epochs_run=chosen.get("epochs_run"),
+                train_seconds=chosen.get("seconds"),
+            )
+            run_dir.mkdir(parents=True, exist_ok=True)
+            meta = {"seconds": chosen.get("seconds") or 0.0, "adopted_from": str(report_json)}
+            (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            adopted.append(run_dir.name)
+    return adopted
+
+
 def resummarize(out_dir: Path, note: str) -> dict[str, Any]:
     """Rewrite a report folder's files from the per-seed values its ``report.json`` stores, with
     this module's statistics (a report written by older code: its runs are not re-trained, and

@@ -7,7 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.report import render_markdown, resummarize, run_report, summarize_runs
+from training.report import (
+    adopt_runs,
+    render_markdown,
+    resummarize,
+    run_report,
+    summarize_runs,
+    write_report,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
@@ -152,3 +159,24 @@ def test_an_older_report_is_resummarized_from_its_per_seed_values(tmp_path: Path
     markdown = (tmp_path / "report.md").read_text()
     assert "runs of the previous protocol" in markdown and "std)" not in markdown
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_a_report_grows_by_adopting_the_runs_another_recorded(tmp_path: Path) -> None:
+    """Runs adopted from a report.json give back the same table, chosen epochs and minutes;
+    nothing is trained for them (a run that had to train would need data, and there is none)."""
+    runs = {
+        "wide_deep": [_run(0.70, 0.60, 0.50), _run(0.71, 0.61, 0.52), _run(0.72, 0.60, 0.49)],
+        "prectr": [_run(0.75, 0.62, 0.56), _run(0.76, 0.63, 0.46), _run(0.77, 0.62, 0.50)],
+    }
+    old = summarize_runs(runs, [0, 1, 2])
+    old.update({"data": "nowhere", "label": "", "minutes": 1.2})
+    write_report(old, tmp_path / "old")
+    out = tmp_path / "new"
+    adopted = adopt_runs(tmp_path / "old" / "report.json", out)
+    assert len(adopted) == 6
+    assert adopt_runs(tmp_path / "old" / "report.json", out) == []  # kept, not rewritten
+    grown = run_report(tmp_path / "no-data", out, configs=["wide_deep", "prectr"], seeds=[0, 1, 2])
+    assert grown["table"] == old["table"]
+    assert grown["vs_base"] == old["vs_base"]
+    assert grown["epochs"] == old["epochs"]
+    assert grown["minutes"] == 1.2  # 6 runs of 12 s
