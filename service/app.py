@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class ServiceState:
     in_flight: int = 0  # rankings admitted and not yet answered (one event loop: no lock)
     configured: frozenset[str] = frozenset()  # the model names loaded at start
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    inference_pool: ThreadPoolExecutor | None = None  # None: inference on the event loop
 
     async def start(self) -> None:
         s = self.settings
@@ -111,6 +113,8 @@ class ServiceState:
             if self.registry.get(name) is None:
                 raise RuntimeError(f"{name!r} is configured but not loaded ({self.registry.names})")
         self.router = Router(s.arms, default)
+        if s.inference_threads:
+            self.inference_pool = ThreadPoolExecutor(s.inference_threads, "inference")
         metrics.initialize(shadow=s.shadow_model)
         self.store = open_store(s)
         try:
@@ -129,8 +133,19 @@ class ServiceState:
     async def stop(self) -> None:
         for task in list(self.background):
             task.cancel()
+        if self.inference_pool is not None:
+            self.inference_pool.shutdown(wait=True, cancel_futures=True)
         if self.store is not None:
             await self.store.close()
+
+    async def infer(
+        self, model: LoadedModel, inputs: dict[str, npt.NDArray[Any]]
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Run ``model`` on the inference threads (or inline where there are none)."""
+        if self.inference_pool is None:
+            return model.runner.run(inputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.inference_pool, model.runner.run, inputs)
 
     def serve_model(self, model: LoadedModel) -> None:
         """Serve ``model`` under its name (replacing any) and update the info gauge."""
@@ -709,7 +724,7 @@ async def _rank(
     t_assemble = time.perf_counter()
     past_deadline(deadline, settings.deadline_ms)
 
-    outputs = model.runner.run(inputs)
+    outputs = await state.infer(model, inputs)
     scores = outputs["score"]
     t_inference = time.perf_counter()
 
@@ -779,7 +794,7 @@ async def _score_shadow(
         return
     try:
         feed = {name: inputs[name] for name in shadow.runner.input_names}
-        outputs = await asyncio.to_thread(shadow.runner.run, feed)
+        outputs = await state.infer(shadow, feed)
         metrics.SHADOW_DISAGREEMENT.labels(served_name, shadow_name).observe(
             rank_disagreement(served_scores, outputs["score"])
         )

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16"] = "auto"
     buckets: Annotated[tuple[int, ...], NoDecode] = DEFAULT_BUCKETS
+    inference_threads: int = Field(
+        1,
+        ge=0,
+        description="threads per worker that run the models: ONNX Runtime releases the GIL, so "
+        "the next requests are parsed and fetched while one is inferred; 0 = on the event loop",
+    )
     intra_op_threads: int = Field(1, ge=1)
     inter_op_threads: int = Field(1, ge=1)
     faiss_threads: int = Field(1, ge=1)

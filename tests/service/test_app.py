@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -466,3 +467,29 @@ def test_an_index_built_with_another_text_tower_is_not_served(
         _load(private_redis, tiny_snapshot)
         assert client.post("/rank", json=body).json()["degraded"] == []
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_inference_runs_on_its_threads_and_scores_the_same(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot, threads: int
+) -> None:
+    """With inference threads the models run off the event loop (so the loop parses and
+    fetches meanwhile); with 0 they run on it. The scores are the same either way."""
+    body = _request(tiny_snapshot)
+    ran_on: list[str] = []
+    with serving(make_settings(inference_threads=threads)) as client:
+        runner = client.app.state.service.registry.get("prectr").runner  # type: ignore[attr-defined]
+        run = runner.run
+
+        def spy(inputs: dict[str, Any]) -> dict[str, Any]:
+            ran_on.append(threading.current_thread().name)
+            return run(inputs)
+
+        runner.run = spy
+        answers = [client.post("/rank", json=body).json() for _ in range(3)]
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)  # type: ignore[union-attr]
+    assert all(a["items"] == answers[0]["items"] for a in answers)
+    if threads:
+        assert ran_on and all(name.startswith("inference") for name in ran_on)
+    else:
+        assert ran_on == [loop_thread] * 3
