@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,10 +227,12 @@ def torch_mapped(pid: int) -> bool:
 
 @contextmanager
 def serving(
-    config: BenchConfig, namespace: str, workers: int, port: int
+    config: BenchConfig, namespace: str, workers: int, port: int, inference_threads: int = 1
 ) -> Iterator[ServiceProcess]:
     env = {
-        "RANKER_MODELS": ",".join(str(p) for p in config.packages.values()),
+        # absolute: the service runs in the source folder, the paths are the caller's
+        "RANKER_MODELS": ",".join(str(p.resolve()) for p in config.packages.values()),
+        "RANKER_INFERENCE_THREADS": str(inference_threads),
         "RANKER_DEFAULT_MODEL": next(iter(config.packages)),
         "RANKER_STORE": "redis",
         "RANKER_REDIS_URL": config.redis_url,
@@ -305,6 +308,22 @@ def echo_part(http: httpx.Client, bodies: list[Body]) -> Part:
     return measure
 
 
+def raw_echo_part(http: httpx.Client, bodies: list[Body]) -> Part:
+    """POST /v1/echo/raw: the bytes through the same HTTP stack and one orjson decode, no
+    validation (the strict floor: what any Python service on this stack pays)."""
+    encoded = [orjson.dumps(b) for b in bodies]
+
+    def measure(k: int) -> dict[str, float]:
+        elapsed, response = _timed_call(
+            http.post, "/v1/echo/raw", content=encoded[k], headers=_JSON
+        )
+        response.raise_for_status()
+        server = response.json()["timing_ms"]["parse"] / 1000
+        return {"raw_echo_client": elapsed, "raw_echo_server": server}
+
+    return measure
+
+
 def floor_part(name: str, fn: Callable[[Any], Any], cases: Sequence[Any]) -> Part:
     """One floor: ``fn`` on the k-th case, timed."""
     return lambda k: {name: _timed_call(fn, cases[k])[0]}
@@ -374,9 +393,10 @@ def open_loop(
     starts = np.cumsum(rng.exponential(1.0 / rate, n))
     encoded = [orjson.dumps(b) for b in bodies]  # the client's JSON work is not the service's
 
-    async def run() -> tuple[list[float], int]:
+    async def run() -> tuple[list[float], int, Counter[str]]:
         latencies: list[float] = []
         errors = 0
+        statuses: Counter[str] = Counter()
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
         nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
@@ -400,17 +420,28 @@ def open_loop(
                     response = await client.post(
                         "/rank", content=encoded[i % len(encoded)], headers=_JSON
                     )
-                    if response.status_code != 200:
+                    statuses[str(response.status_code)] += 1
+                    if response.status_code == 200:
+                        latencies.append(loop.time() - scheduled)
+                    elif response.status_code not in (503, 504):  # shed or late: counted
                         errors += 1
                 except httpx.HTTPError:
                     errors += 1
-                latencies.append(loop.time() - scheduled)
+                    statuses["transport"] += 1
 
             await asyncio.gather(*(one(i) for i in range(n)))
-        return latencies, errors
+        return latencies, errors, statuses
 
-    latencies, errors = asyncio.run(run())
-    return {"rate": rate, "sent": n, "errors": errors, **stats(latencies)}
+    latencies, errors, statuses = asyncio.run(run())
+    shed = statuses["503"] + statuses["504"]
+    return {
+        "rate": rate,
+        "sent": n,
+        "errors": errors,
+        "statuses": dict(statuses),
+        "shed_share": round(shed / n, 4),
+        **stats(latencies or [float("nan")]),
+    }
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -443,10 +474,15 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         # One worker: on 2 cores the other core belongs to Redis and this client, and a second
         # worker only adds contention (measured: p99 67 ms at 20 req/s with 2, 31 ms with 1).
         run = _Run(config, result, snapshot, keys, loaded.version, client, progress, pools)
+        mix = throughput_mix(run)
         with serving(config, namespace, workers=1, port=_free_port()) as service:
             _latency(run, service)
             _memory(run, service)
-            _throughput(run, service)
+            threaded = _throughput_curve(run, service, mix, "inference thread")
+        # The same curve with inference on the event loop (RANKER_INFERENCE_THREADS=0).
+        with serving(config, namespace, 1, _free_port(), inference_threads=0) as service:
+            inline = _throughput_curve(run, service, mix, "inline")
+        _throughput(run, mix, threaded, inline)
         _naive(run)
         _table5(run)
     finally:
@@ -506,7 +542,7 @@ def _latency(run: _Run, service: ServiceProcess) -> None:
                         floor_part("redis_mget_redis_py", client.mget, key_lists),
                         floor_part("redis_mget_pipelined", pipelined_mget, key_lists),
                     ],
-                    [echo_part(http, bodies)],
+                    [echo_part(http, bodies), raw_echo_part(http, bodies)],
                     [floor_part("store_fetch", store_fetch, bodies)],
                     [floor_part("onnx", runner.run, feeds)],
                 ]
@@ -517,7 +553,8 @@ def _latency(run: _Run, service: ServiceProcess) -> None:
                     f"{name:>8} {count:>5} candidates: server p50 {row['server']['p50']:.2f} ms "
                     f"p99 {row['server']['p99']:.2f}, floors {row['floor_sum_server_p50']:.2f} ms "
                     f"(x{row['ratio_server_p50']}, stage floors "
-                    f"x{row['ratio_server_p50_stage_floors']}); client p50 "
+                    f"x{row['ratio_server_p50_stage_floors']}; strict floor "
+                    f"x{row['ratio_server_p50_strict']}); client p50 "
                     f"{row['client']['p50']:.2f} ms"
                 )
     loop.run_until_complete(store.close())
@@ -534,6 +571,8 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
     floor_server = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["echo_server"]["p50"]
     floor_client = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["echo_client"]["p50"]
     stage_floor = v["onnx"]["p50"] + v["store_fetch"]["p50"] + v["echo_server"]["p50"]
+    # The strict floor: no validation in it, so parsing's cost shows in the ratio.
+    strict_floor = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["raw_echo_server"]["p50"]
     return {
         "model": model,
         "candidates": count,
@@ -550,11 +589,15 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
                 "store_fetch",
                 "echo_server",
                 "echo_client",
+                "raw_echo_server",
+                "raw_echo_client",
             )
         },
         "floor_sum_server_p50": round(floor_server, 3),
         "floor_sum_client_p50": round(floor_client, 3),
         "ratio_server_p50": round(server["p50"] / floor_server, 2),
+        "strict_floor_sum_p50": round(strict_floor, 3),
+        "ratio_server_p50_strict": round(server["p50"] / strict_floor, 2),
         "ratio_client_p50": round(client["p50"] / floor_client, 2),
         "stage_floor_sum_p50": round(stage_floor, 3),
         "ratio_server_p50_stage_floors": round(server["p50"] / stage_floor, 2),
@@ -706,32 +749,91 @@ def _table5(run: _Run) -> None:
     )
 
 
-def _throughput(run: _Run, service: ServiceProcess) -> None:
-    config, result, snapshot, progress = run.config, run.result, run.snapshot, run.progress
+def throughput_mix(run: _Run) -> list[Body]:
+    """48 requests of 100-700 candidates (uniform) for the first model: the open loop's mix."""
+    config, snapshot = run.config, run.snapshot
     rng = np.random.default_rng(config.seed)
     counts = rng.integers(100, 701, size=48)
     bodies = [request_pool(snapshot, int(c), 1, config.seed + i)[0] for i, c in enumerate(counts)]
     for body in bodies:
         body["model"] = next(iter(config.packages))
+    return bodies
+
+
+def _throughput_curve(
+    run: _Run, service: ServiceProcess, bodies: list[Body], mode: str
+) -> dict[str, Any]:
+    """Open-loop points at rising rates until far past saturation; the highest rate whose p99
+    stays within the objective with nothing shed or failed."""
+    config, progress = run.config, run.progress
     with httpx.Client(base_url=service.base, timeout=30) as http:
-        for body in bodies * 2:  # both workers see every request shape before the clock runs
+        for body in bodies * 2:  # every request shape seen before the clock runs
             http.post("/rank", json=body)
     curve = []
     for rate in config.rates:
         point = open_loop(service.base, bodies, rate, config.rate_seconds, config.seed)
         curve.append(point)
-        progress(f"open loop {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 {point['p99']:.1f} ms")
-        if point["p99"] > 4 * config.objective_ms:
-            break  # far past saturation: higher rates only queue
-    sustained = [p["rate"] for p in curve if p["p99"] <= config.objective_ms and not p["errors"]]
+        progress(
+            f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "
+            f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}"
+        )
+        if point["p99"] > 4 * config.objective_ms or point["shed_share"] > 0.5:
+            break  # far past saturation: higher rates only queue or shed
+    sustained = [
+        p["rate"]
+        for p in curve
+        if p["p99"] <= config.objective_ms and not p["errors"] and not p["shed_share"]
+    ]
+    return {"curve": curve, "max_rate_within_objective": max(sustained) if sustained else None}
+
+
+def onnx_alone_rate(run: _Run, bodies: list[Body]) -> dict[str, float]:
+    """What ONNX Runtime alone sustains on the mix with the service's threads (one inference
+    thread, one intra-op thread): requests per second of back-to-back runs on the same inputs."""
+    config, keys = run.config, run.keys
+    package = ModelPackage(config.packages[next(iter(config.packages))])
+    runner = OnnxRunner(package.graph_path("fp32"), RunnerSettings(device="cpu"))
+    runner.warm(rounds=1)
+    loop = asyncio.new_event_loop()
+    store = RedisStore.from_url(config.redis_url, namespace=keys.namespace)
+
+    def fetch(body: Body) -> Any:
+        items = [c["item_id"] for c in body["candidates"]]
+        return loop.run_until_complete(store.fetch(body["user_id"], body["query"], items))
+
+    try:
+        inputs = model_inputs(bodies, fetch, Assembler(package.spec))
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+    feeds = [{k: x[k] for k in runner.input_names} for x in inputs]
+    for feed in feeds:
+        runner.run(feed)
+    seconds = [_timed_call(runner.run, feed)[0] for _ in range(3) for feed in feeds]
+    mean_ms = float(np.mean(seconds)) * 1000
+    return {"mean_ms": round(mean_ms, 3), "rate": round(1000 / mean_ms, 1)}
+
+
+def _throughput(
+    run: _Run, bodies: list[Body], threaded: dict[str, Any], inline: dict[str, Any]
+) -> None:
+    config, result = run.config, run.result
+    alone = onnx_alone_rate(run, bodies)
+    best, before = threaded["max_rate_within_objective"], inline["max_rate_within_objective"]
     result.throughput = {
         "model": next(iter(config.packages)),
         "workers": 1,
         "candidates": "uniform 100-700",
         "objective_p99_ms": config.objective_ms,
-        "curve": curve,
-        "max_rate_within_objective": max(sustained) if sustained else None,
+        "modes": {"inference thread": threaded, "inline": inline},
+        "onnx_alone": alone,
+        "speedup_over_inline": round(best / before, 2) if best and before else None,
+        "share_of_onnx_alone": round(best / alone["rate"], 2) if best else None,
     }
+    run.progress(
+        f"within {config.objective_ms:g} ms p99: {best} req/s with an inference thread, "
+        f"{before} inline; ONNX Runtime alone sustains {alone['rate']} req/s on the mix"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -774,8 +876,10 @@ def render_markdown(result: BenchResult) -> str:
         "round between the service's requests, each on another request of the same mix: ONNX = "
         "the runner on the same inputs, MGET = one Redis MGET of the same keys by the faster of "
         "redis-py and the pipelined connection, fetch = the service's store fetch (MGET + "
-        "decoding), echo = /v1/echo (HTTP + parsing). Ratio = server p50 / (ONNX + MGET + echo); "
-        "stage ratio = server p50 / (ONNX + fetch + echo).",
+        "decoding), echo = /v1/echo (HTTP + parsing and validation), raw echo = /v1/echo/raw "
+        "(the body read and orjson-decoded, no validation). Ratio = server p50 / (ONNX + MGET + "
+        "echo); strict ratio = server p50 / (ONNX + MGET + raw echo); stage ratio = server p50 "
+        "/ (ONNX + fetch + echo).",
         "",
         _row(
             [
@@ -789,12 +893,14 @@ def render_markdown(result: BenchResult) -> str:
                 "MGET",
                 "fetch",
                 "echo (server / client)",
+                "raw echo",
                 "ratio",
+                "strict ratio",
                 "stage ratio",
                 "p99 / p50",
             ]
         ),
-        _row(["---", *["---:"] * 12]),
+        _row(["---", *["---:"] * 14]),
     ]
     for r in result.latency:
         f = r["floors"]
@@ -811,7 +917,9 @@ def render_markdown(result: BenchResult) -> str:
                     _ms2(f["redis_mget"]["p50"]),
                     _ms2(f["store_fetch"]["p50"]),
                     f"{_ms2(f['echo_server']['p50'])} / {_ms2(f['echo_client']['p50'])}",
+                    _ms2(f["raw_echo_server"]["p50"]),
                     r["ratio_server_p50"],
+                    r["ratio_server_p50_strict"],
                     r["ratio_server_p50_stage_floors"],
                     r["p99_over_p50_server"],
                 ]
@@ -848,19 +956,40 @@ def render_markdown(result: BenchResult) -> str:
     if t:
         lines += [
             f"## Throughput: open-loop Poisson arrivals, {t['candidates']} candidates, "
-            f"{t['model']}, {t['workers']} workers",
+            f"{t['model']}, {t['workers']} worker",
             "",
-            _row(["rate (req/s)", "sent", "errors", "p50 ms", "p99 ms"]),
-            _row(["---:"] * 5),
+            "Latency of the answered rankings from the scheduled send time; shed = 503 "
+            "`overloaded` or 504 `deadline_exceeded`. Inline = RANKER_INFERENCE_THREADS=0.",
+            "",
+            _row(["mode", "rate (req/s)", "sent", "errors", "shed", "p50 ms", "p99 ms"]),
+            _row(["---", *["---:"] * 6]),
         ]
-        lines += [
-            _row([f"{p['rate']:g}", p["sent"], p["errors"], f"{p['p50']:.1f}", f"{p['p99']:.1f}"])
-            for p in t["curve"]
-        ]
+        for mode, run in t["modes"].items():
+            lines += [
+                _row(
+                    [
+                        mode,
+                        f"{p['rate']:g}",
+                        p["sent"],
+                        p["errors"],
+                        f"{p['shed_share']:.1%}",
+                        f"{p['p50']:.1f}",
+                        f"{p['p99']:.1f}",
+                    ]
+                )
+                for p in run["curve"]
+            ]
+        alone = t["onnx_alone"]
         lines += [
             "",
-            f"Highest rate with p99 under {t['objective_p99_ms']:g} ms: "
-            f"**{t['max_rate_within_objective']} req/s**.",
+            f"Highest rate with p99 under {t['objective_p99_ms']:g} ms and nothing shed: "
+            + ", ".join(
+                f"{mode} **{run['max_rate_within_objective']} req/s**"
+                for mode, run in t["modes"].items()
+            )
+            + f" ({t['speedup_over_inline']}x). ONNX Runtime alone, back to back on the same "
+            f"mix with the same threads: {alone['rate']} req/s ({alone['mean_ms']} ms a "
+            f"request); the service reaches {t['share_of_onnx_alone']} of it.",
             "",
         ]
     if result.table5 and "skipped" not in result.table5:
@@ -919,13 +1048,14 @@ def _plot(result: BenchResult, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[1]
-    curve = result.throughput.get("curve", [])
-    if curve:
+    for mode, run in result.throughput.get("modes", {}).items():
+        curve = run["curve"]
         rates = [p["rate"] for p in curve]
-        ax.plot(rates, [p["p50"] for p in curve], "o-", label="p50")
-        ax.plot(rates, [p["p99"] for p in curve], "o-", label="p99")
-        ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
+        ax.plot(rates, [p["p50"] for p in curve], "o-", label=f"{mode} p50")
+        ax.plot(rates, [p["p99"] for p in curve], "o:", label=f"{mode} p99")
         ax.set_yscale("log")
+    if result.throughput:
+        ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
     ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="ms", title="Open-loop latency")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

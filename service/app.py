@@ -304,6 +304,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reply = {"request_id": body.request_id, "candidates": len(body.candidates)}
             return Response(orjson.dumps({**reply, "timing_ms": timing}), media_type=JSON)
 
+        @app.post("/v1/echo/raw")
+        async def echo_raw(request: Request) -> Response:
+            """Reads a body and decodes it with orjson, no validation: the strict floor, what
+            moving the bytes through this HTTP stack costs (enabled by RANKER_ENABLE_ECHO)."""
+            started = time.perf_counter()
+            state: ServiceState = request.app.state.service
+            try:
+                decoded = orjson.loads(await read_body(request, state.settings.max_body_bytes))
+            except (ServiceError, orjson.JSONDecodeError):
+                return Response(status_code=400)
+            except ClientGone:
+                return Response(status_code=int(CLIENT_CLOSED))
+            timing = {"parse": _ms(time.perf_counter() - started)}
+            candidates = decoded.get("candidates", ()) if isinstance(decoded, dict) else ()
+            reply = {"candidates": len(candidates), "timing_ms": timing}
+            return Response(orjson.dumps(reply), media_type=JSON)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}

@@ -48,13 +48,19 @@ def test_bench_writes_its_report_and_cleans_up(
         "store_fetch",
         "echo_server",
         "echo_client",
+        "raw_echo_server",
+        "raw_echo_client",
     }
+    assert row["ratio_server_p50_strict"] > 0
     both = (floors["redis_mget_redis_py"]["p50"], floors["redis_mget_pipelined"]["p50"])
     assert floors["redis_mget"]["p50"] == min(both)  # the faster client is the floor
     assert report["naive"][0]["speedup_p50"] > 0
     assert report["table5"] == {"skipped": "no --elec-run given"}
     assert report["memory"]["torch_loaded"] is False
-    assert report["throughput"]["curve"][0]["sent"] >= 1
+    modes = report["throughput"]["modes"]
+    assert set(modes) == {"inference thread", "inline"}
+    assert all(run["curve"][0]["sent"] >= 1 for run in modes.values())
+    assert report["throughput"]["onnx_alone"]["rate"] > 0
     assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)
