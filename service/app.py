@@ -235,6 +235,7 @@ def open_store(settings: Settings) -> FeatureStore:
         cluster=settings.redis_cluster,
         timeout_s=settings.store_timeout_ms / 1000,
         match_threshold=settings.match_threshold,
+        item_cache_bytes=int(settings.item_cache_mb * 2**20),
     )
 
 
@@ -727,6 +728,10 @@ async def _rank(
     for kind, count in features.misses.items():
         if count:
             metrics.MISSES.labels(kind).inc(count)
+    if features.read_bytes:  # a Redis read (the embedded store reads no bytes)
+        metrics.ITEM_CACHE.labels("hit").inc(features.cached_items)
+        metrics.ITEM_CACHE.labels("miss").inc(len(item_ids) - features.cached_items)
+        metrics.STORE_READ_BYTES.inc(features.read_bytes)
     t_fetch = time.perf_counter()
     past_deadline(deadline, settings.deadline_ms)
 

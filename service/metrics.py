@@ -96,6 +96,10 @@ READY = Gauge(
     multiprocess_mode="liveall",
 )
 RELOADS = Counter("ranker_model_reloads_total", "Model reloads by result", ["result"])
+ITEM_CACHE = Counter(
+    "ranker_item_cache_lookups_total", "Candidates looked up in the item record cache", ["result"]
+)
+STORE_READ_BYTES = Counter("ranker_store_read_bytes_total", "Bytes of Redis replies to fetches")
 
 #: Every metric the service exports (names as Prometheus sees them, for the dashboard test).
 EXPORTED = {
@@ -120,6 +124,8 @@ EXPORTED = {
     "ranker_index_info",
     "ranker_ready",
     "ranker_model_reloads_total",
+    "ranker_item_cache_lookups_total",
+    "ranker_store_read_bytes_total",
 }
 
 
@@ -142,6 +148,8 @@ def initialize(shadow: str | None) -> None:
         DEGRADED.labels(reason)
     for result in ("swapped", "refused"):
         RELOADS.labels(result)
+    for result in ("hit", "miss"):
+        ITEM_CACHE.labels(result)
     if shadow:
         SHADOW_ERRORS.labels(shadow)
 

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     namespace: str = DEFAULT_NAMESPACE
     store_timeout_ms: float = Field(50.0, gt=0)
+    item_cache_mb: float = Field(
+        64.0,
+        ge=0,
+        description="in-process cache of the live version's item records (Redis store), "
+        "least recently used out past this size; 0 = none",
+    )
     fail_on_store_error: bool = False
     match_threshold: float | None = None
 

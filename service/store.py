@@ -36,6 +36,7 @@ from service.contract import ItemTerms, normalize_text
 from service.index.connection import PipelinedConnection
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
+from service.index.record_cache import ItemRecordCache
 from service.index.records import (
     ItemBatch,
     TextColumn,
@@ -173,6 +174,8 @@ class RequestFeatures:
     user: UserFeatures
     candidates: CandidateFeatures
     misses: dict[MissKind, int] = field(default_factory=dict)
+    cached_items: int = 0  # item records the in-process cache answered (RedisStore)
+    read_bytes: int = 0  # bytes of the Redis reply
 
 
 def unavailable_features(query: str, n: int, dim: int) -> RequestFeatures:
@@ -312,8 +315,10 @@ class RedisStore:
         namespace: str = DEFAULT_NAMESPACE,
         match_threshold: float | None = None,
         bulk: RedisClient | None = None,
+        item_cache_bytes: int = 0,
     ) -> None:
         self.client = client  # the request path's reads
+        self.item_cache = ItemRecordCache(item_cache_bytes)
         # Reads of the pointer, meta and lexical table (megabytes for a large index): on a
         # connection of their own, so no request queues behind a bulk transfer.
         self.bulk = bulk or client
@@ -331,8 +336,10 @@ class RedisStore:
         cluster: bool = False,
         timeout_s: float = 0.5,
         match_threshold: float | None = None,
+        item_cache_bytes: int = 0,
     ) -> RedisStore:
-        """A store on a redis:// URL; ``cluster`` for Redis Cluster (any node's URL)."""
+        """A store on a redis:// URL; ``cluster`` for Redis Cluster (any node's URL);
+        ``item_cache_bytes`` bounds the in-process item record cache (0: none)."""
         if cluster:
             options: dict[str, Any] = {
                 "socket_timeout": timeout_s,
@@ -340,12 +347,18 @@ class RedisStore:
                 # A 200-candidate reply is ~100 KB: read it in one go, not in 64 KB slices.
                 "socket_read_size": 1 << 20,
             }
-            return cls(RedisCluster.from_url(url, **options), namespace, match_threshold)
+            return cls(
+                RedisCluster.from_url(url, **options),
+                namespace,
+                match_threshold,
+                item_cache_bytes=item_cache_bytes,
+            )
         return cls(
             PipelinedConnection.from_url(url, timeout_s),
             namespace,
             match_threshold,
             bulk=PipelinedConnection.from_url(url, max(timeout_s, BULK_TIMEOUT_S)),
+            item_cache_bytes=item_cache_bytes,
         )
 
     async def close(self) -> None:
@@ -446,10 +459,11 @@ class RedisStore:
     ) -> RequestFeatures | None:
         v, keys = live.version, self.keys
         match = live.matcher.match(query)
-        n = len(item_ids)
+        items = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
+        unread = [k for k, raw in enumerate(items) if raw is None]
         wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
         item_prefix = keys.item(v, "")
-        wanted += [item_prefix + i for i in item_ids]
+        wanted += [item_prefix + item_ids[k] for k in unread]
         if match.row >= 0:
             wanted.append(keys.query(v, match.matched_text))
             pair_prefix = keys.pair_prefix(v, match.matched_text)
@@ -458,32 +472,47 @@ class RedisStore:
             values = await self._mget(wanted)  # the one round trip
         except RedisError as err:
             raise _redis_unavailable(err) from err
+        read = values[3 : 3 + len(unread)]
+        self.item_cache.store(v, [item_ids[k] for k in unread], read)
+        for k, raw in zip(unread, read, strict=True):
+            items[k] = raw
         try:
-            return self._decode(live, match, n, values)
+            features = self._decode(live, match, values[:3], items, values[3 + len(unread) :])
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format
             raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
+        if features is None:
+            return None
+        read_bytes = sum(len(raw) for raw in values if raw is not None)
+        return replace(features, cached_items=len(item_ids) - len(unread), read_bytes=read_bytes)
 
     def _decode(
-        self, live: _LiveVersion, match: QueryMatch, n: int, values: list[bytes | None]
+        self,
+        live: _LiveVersion,
+        match: QueryMatch,
+        head: list[bytes | None],
+        item_values: list[bytes | None],
+        rest: list[bytes | None],
     ) -> RequestFeatures | None:
+        """Decode the reply: ``head`` = pointer, meta, user; one record (or None) per
+        candidate; ``rest`` = the query record then one pair per candidate (known queries)."""
         v, dim = live.version, live.meta.text_dim
-        pointer, meta_raw, user_raw = values[0], values[1], values[2]
+        pointer, meta_raw, user_raw = head
         if meta_raw is None:
             return None
         if pointer is not None and pointer.decode() != v:
             self._refresh_in_background()  # this request is answered from the version it knew
 
-        if match.row >= 0 and values[3 + n] is not None:
-            record = decode_query(values[3 + n], dim)  # type: ignore[arg-type]
+        if match.row >= 0 and rest[0] is not None:
+            record = decode_query(rest[0], dim)
             q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
         else:
             q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
 
         user = user_features(user_raw, dim)
 
-        c = candidate_features(values[3 : 3 + n], dim)
+        c = candidate_features(item_values, dim)
         if match.row >= 0:
-            pair_values = values[4 + n :]
+            pair_values = rest[1:]
             found = [raw for raw in pair_values if raw is not None]
             if found:
                 paired = _present(pair_values)

@@ -147,22 +147,28 @@ async def test_meta_names_the_version_and_the_text_tower(
     assert meta.counts == tiny_snapshot.meta.counts
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 20_000, 1 << 24])
 async def test_both_stores_answer_a_mixed_request_identically(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str], cache_bytes: int
 ) -> None:
+    """Also with the Redis store's item cache, none, evicting (20 KB: ~15 records) or
+    holding all: the requests draw from 80 items, so later ones find earlier records cached."""
     url, prefix = redis_prefix
     client = redis.Redis.from_url(url)
     load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
     client.close()
-    embedded, remote = EmbeddedStore(tiny_snapshot), RedisStore.from_url(url, namespace=prefix)
+    embedded = EmbeddedStore(tiny_snapshot)
+    remote = RedisStore.from_url(url, namespace=prefix, item_cache_bytes=cache_bytes)
     rng = np.random.default_rng(0)
-    keys = tiny_snapshot.item_key.to_list()
+    keys = tiny_snapshot.item_key.to_list()[:80]
+    cached = 0
     try:
-        for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3)] + ["", "zzz"]:
+        for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3, 1)] + ["", "zzz"]:
             ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)]
             ids = [*ids[:20], "missing", *ids[20:], "also-missing"]  # gaps inside and at the end
             user = tiny_snapshot.user_key[int(rng.integers(len(tiny_snapshot.user_key)))]
             a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
+            cached += b.cached_items
             assert a.misses == b.misses and a.query.match == b.query.match
             for name in (
                 "item_known",
@@ -188,6 +194,33 @@ async def test_both_stores_answer_a_mixed_request_identically(
                 np.testing.assert_array_equal(run_a, tb.hashes[tb.offsets[i] : tb.offsets[i + 1]])
     finally:
         await remote.close()
+    assert remote.item_cache.bytes <= cache_bytes
+    assert (cached > 0) == (cache_bytes > 0)
+
+
+async def test_the_item_cache_saves_reads_and_empties_when_the_version_moves(
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    client = redis.Redis.from_url(url)
+    first = load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+    store = RedisStore.from_url(url, namespace=prefix, item_cache_bytes=1 << 24)
+    user, query, _, items, _ = _known(tiny_snapshot)
+    ids = [*items, *tiny_snapshot.item_key.to_list()[:40], "not-in-the-index"]
+    try:
+        cold = await store.fetch(user, query, ids)
+        warm = await store.fetch(user, query, ids)
+        assert (cold.cached_items, warm.cached_items) == (0, len(ids) - 1)  # not the unknown id
+        assert warm.read_bytes < cold.read_bytes / 2
+        np.testing.assert_array_equal(cold.candidates.item_vec, warm.candidates.item_vec)
+        second = load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+        assert second.version != first.version
+        moved = await store.fetch(user, query, ids)
+        assert moved.index_version == second.version and moved.cached_items == 0
+        np.testing.assert_array_equal(cold.candidates.item_vec, moved.candidates.item_vec)
+    finally:
+        await store.close()
+        client.close()
 
 
 async def test_a_record_not_of_this_layout_makes_the_index_unavailable_not_a_crash(
