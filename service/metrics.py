@@ -3,16 +3,13 @@ unit) with millisecond-scale buckets.
 
 Several worker processes: set ``PROMETHEUS_MULTIPROC_DIR`` (``ranker serve --workers N`` does)
 and `render` aggregates every process's files; gauges then report per live process ("liveall")
-or the maximum, as each says. `reset_multiprocess_dir` empties the folder when the server starts
-(a restarted container keeps /tmp, and its new workers reuse the old pids), and `render` drops
-the live gauges of workers that died without a goodbye (``kill -9``, OOM): uvicorn respawns
-them, and nothing else would remove their files.
+or the maximum, as each says. The folder's files are `service.metrics_folder`'s: emptied when
+the server starts, and `render` drops the live gauges of workers that died without a goodbye.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 # prometheus_client switches to multiprocess mode when the variable merely exists; an empty
@@ -31,6 +28,7 @@ from prometheus_client import (  # after the environment is settled
 )
 
 from service.errors import ErrorCode
+from service.metrics_folder import drop_dead_workers
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -152,53 +150,6 @@ def initialize(shadow: str | None) -> None:
         ITEM_CACHE.labels(result)
     if shadow:
         SHADOW_ERRORS.labels(shadow)
-
-
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
-
-
-def reset_multiprocess_dir() -> Path | None:
-    """Create ``PROMETHEUS_MULTIPROC_DIR`` empty of metric files (None: not in multiprocess mode).
-
-    Called once by the server process before any worker starts: files left by an earlier run
-    would be read as live workers of this one.
-    """
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        return None
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink(missing_ok=True)
-    return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def drop_dead_workers(folder: Path) -> list[int]:
-    """Remove the live-gauge files of worker processes that no longer exist; their pids.
-
-    Counters and histograms of a dead worker stay: what it counted did happen, and dropping it
-    would make the totals go backwards.
-    """
-    dead = sorted(
-        {
-            int(match.group(1))
-            for name in os.listdir(folder)
-            if (match := _LIVE_GAUGE_FILE.match(name)) and not _alive(int(match.group(1)))
-        }
-    )
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
-    return dead
 
 
 def render() -> tuple[bytes, str]:

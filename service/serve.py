@@ -60,7 +60,7 @@ def serve(argv: Sequence[str]) -> int:
     os.environ["RANKER_HEAD_TIMEOUT_S"] = str(args.head_timeout)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
-    from service.metrics import reset_multiprocess_dir
+    from service.metrics_folder import reset_multiprocess_dir
 
     reset_multiprocess_dir()
     uvicorn.run(

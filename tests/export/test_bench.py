@@ -58,7 +58,9 @@ def test_bench_writes_its_report_and_cleans_up(
     assert report["table5"] == {"skipped": "no --elec-run given"}
     assert report["memory"]["torch_loaded"] is False
     modes = report["throughput"]["modes"]
-    assert set(modes) == {"inference thread", "inline"}
+    assert set(modes) == {"inference thread + item cache", "inline, no item cache"}
+    assert modes["inline, no item cache"]["item_cache_hit_rate"] == 0
+    assert modes["inference thread + item cache"]["item_cache_hit_rate"] > 0
     assert all(run["curve"][0]["sent"] >= 1 for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
     assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
