@@ -403,8 +403,16 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     limit = settings.max_string_length
     for name in ("user_id", "query"):
         request[name]["maxLength"] = limit
-    for name in ("request_id", "model"):
-        _string_branch(request[name])["maxLength"] = limit
+    _string_branch(request["request_id"])["maxLength"] = limit
+    state: ServiceState | None = getattr(app.state, "service", None)
+    if state is not None and state.configured:  # the names a request may ask for
+        _string_branch(request["model"])["enum"] = sorted(state.configured)
+    else:
+        _string_branch(request["model"])["maxLength"] = limit
+    request["candidates"]["description"] = (
+        "the items to rank; each item_id at most once (JSON Schema cannot say it: a repeated "
+        "id is refused with 422 duplicate_candidates)"
+    )
     components["Candidate"]["properties"]["item_id"]["maxLength"] = limit
     supplied = components["SuppliedFeatures"]["properties"]
     for name in ("title", "text"):

@@ -10,10 +10,10 @@ import json
 import operator
 import re
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from service.errors import ErrorCode, ServiceError, field_error
@@ -45,6 +45,15 @@ class SuppliedFeatures(BaseModel):
         return int(value)
 
 
+def _integral_float_as_int(value: Any) -> Any:
+    """JSON Schema's integer includes 3.0: take an integral float as the int it is (strict
+    models refuse floats, and a client's JSON library may write 3.0)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = BeforeValidator(_integral_float_as_int)
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
@@ -55,7 +64,9 @@ class Candidate(BaseModel):
 class Context(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    hour: int | None = Field(None, ge=0, le=23, description="hour of day; default: now, UTC")
+    hour: Annotated[int | None, WholeNumber] = Field(
+        None, ge=0, le=23, description="hour of day; default: now, UTC"
+    )
 
 
 class RankRequest(BaseModel):
@@ -65,7 +76,7 @@ class RankRequest(BaseModel):
     user_id: str = Field(min_length=1)
     query: str
     candidates: list[Candidate]
-    top_k: int | None = Field(None, ge=1)
+    top_k: Annotated[int | None, WholeNumber] = Field(None, ge=1)
     model: str | None = None
     explain: bool = False
     context: Context | None = None

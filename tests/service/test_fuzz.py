@@ -15,12 +15,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from service.app import parse_rank_request
 from service.errors import ErrorCode, ServiceError
@@ -157,29 +151,29 @@ def test_the_service_is_still_up_after_fuzzing(fuzz_base: str) -> None:
     assert httpx.get(f"{fuzz_base}/readyz").status_code == 200
 
 
+def _ids_distinct(case: Any) -> bool:
+    """The one rule of a valid body that JSON Schema cannot state (the document says it in
+    words): no item_id twice."""
+    ids = [c.get("item_id") for c in case.body.get("candidates", []) if isinstance(c, dict)]
+    return len(ids) == len(set(ids))
+
+
 @pytest.mark.parametrize("path", ["/rank", "/v1/rank"])
 def test_openapi_fuzzing_of_rank(fuzz_base: str, path: str) -> None:
-    """Schema-driven bodies, valid and invalid (schemathesis from the live OpenAPI document):
-    never a 5xx, always a documented status with a body that matches its documented schema."""
+    """Schema-driven bodies, valid and invalid (schemathesis from the live OpenAPI document),
+    with every check schemathesis has: never a 5xx, a documented status and body, every valid
+    body (distinct ids aside) accepted with a ranking, every invalid one refused."""
     schema = schemathesis.openapi.from_url(f"{fuzz_base}/openapi.json")
     operation = schema[path]["POST"]
 
     @given(
-        case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
+        case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE).filter(_ids_distinct)
         | operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)
     )
     @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case: Any) -> None:
         response = case.call(base_url=fuzz_base)
-        case.validate_response(
-            response,
-            checks=[
-                not_a_server_error,
-                status_code_conformance,
-                content_type_conformance,
-                response_schema_conformance,
-            ],
-        )
+        case.validate_response(response)
 
     check()
     assert httpx.get(f"{fuzz_base}/readyz").status_code == 200
