@@ -716,7 +716,7 @@ async def _rank(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     settings, manifest = state.settings, model.package.manifest
     deadline = started + settings.deadline_ms / 1000
-    item_ids = [c.item_id for c in body.candidates]
+    item_ids = [c["item_id"] for c in body.candidates]
     metrics.CANDIDATES.observe(len(item_ids))
     t_parse = time.perf_counter()
 
@@ -743,7 +743,7 @@ async def _rank(
     t_fetch = time.perf_counter()
     past_deadline(deadline, settings.deadline_ms)
 
-    supplied = [c.features for c in body.candidates]
+    supplied = [c.get("features") for c in body.candidates]
     hour = body.context.hour if body.context and body.context.hour is not None else None
     if hour is None:
         hour = time.gmtime().tm_hour

@@ -11,10 +11,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 # Progress bars are for people; in test logs they are noise.
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Property tests draw the same examples on every run (a red CI run reproduces; a green one does
+# not hide a draw that would have failed). HYPOTHESIS_PROFILE=explore draws new ones.
+hypothesis.settings.register_profile("seeded", derandomize=True)
+hypothesis.settings.register_profile("explore", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 REDIS_URL = os.environ.get("RANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_REQUIRED = os.environ.get("CI") == "true" or os.environ.get("RANKER_REQUIRE_REDIS") == "1"
