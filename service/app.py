@@ -295,7 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state: ServiceState = request.app.state.service
             try:
                 check_media_type(request.headers.get("content-type"))
-                raw = await read_body(request, state.settings.max_body_bytes)
+                raw = await read_body(request, state.settings)
                 body = parse_rank_request(raw, state.settings)
             except ServiceError as err:
                 return problem(err, None, request.url.path)
@@ -312,7 +312,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             started = time.perf_counter()
             state: ServiceState = request.app.state.service
             try:
-                decoded = orjson.loads(await read_body(request, state.settings.max_body_bytes))
+                decoded = orjson.loads(await read_body(request, state.settings))
             except (ServiceError, orjson.JSONDecodeError):
                 return Response(status_code=400)
             except ClientGone:
@@ -432,6 +432,7 @@ def openapi_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
         for status, text in (
             (400, "invalid JSON, or an object that repeats a key"),
             (401, "admin token missing or wrong"),
+            (408, "the body did not arrive within the body timeout"),
             (409, "reload refused"),
             (413, "too many candidates or too large a body"),
             (415, "the body is not application/json"),
@@ -534,19 +535,30 @@ class ClientGone(Exception):
     """The client hung up before its body was complete: nobody is left to answer."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, within the size limit and the body timeout: a client that trickles its
+    body would otherwise hold one of the worker's in-flight slots for as long as it likes (408,
+    and the connection is closed: what it still sends is not read)."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect as err:
         raise ClientGone(f"after {size} bytes of the body") from err
+    except TimeoutError as err:
+        raise ServiceError(
+            ErrorCode.BODY_TIMEOUT,
+            f"the body did not arrive within {settings.body_timeout_s:g} s ({size} bytes came)",
+            headers={"Connection": "close"},
+        ) from err
     return b"".join(chunks)
 
 
@@ -669,7 +681,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
         state.in_flight += 1
         admitted = True
         check_media_type(request.headers.get("content-type"))
-        body = parse_rank_request(await read_body(request, settings.max_body_bytes), settings)
+        body = parse_rank_request(await read_body(request, settings), settings)
         request_id = body.request_id or request_id
         route, model = _route(state, body)
         route_label = (model.name, route.arm)

@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     NON_FINITE_FEATURE = "non_finite_feature"
     UNKNOWN_MODEL = "unknown_model"
     BODY_TOO_LARGE = "body_too_large"
+    BODY_TIMEOUT = "body_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_READY = "not_ready"
     OVERLOADED = "overloaded"
@@ -47,6 +48,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.DUPLICATE_KEY: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.BODY_TIMEOUT: 408,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.TOO_MANY_CANDIDATES: 413,
     ErrorCode.NOT_READY: 503,

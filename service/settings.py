@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     )
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a request's body may take to arrive once its head has (408 after)",
+    )
     max_string_length: int = Field(512, ge=8)
 
     # admin and diagnostics

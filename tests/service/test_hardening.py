@@ -436,6 +436,37 @@ def test_a_flood_is_shed_and_every_ranking_answered_within_its_deadline(
             assert computed <= settings.deadline_ms + 0.01, stages
 
 
+def test_a_body_that_trickles_is_timed_out_and_frees_its_slot(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    """A client that sends its head and then its body a few bytes at a time held an in-flight
+    slot for as long as it liked: with one slot, every other client was shed. After the body
+    timeout it gets 408 and its connection is closed, and the slot serves others again."""
+    settings = make_settings(max_in_flight=1, body_timeout_s=0.5)
+    body = {
+        "user_id": tiny_snapshot.user_key[0],
+        "query": tiny_snapshot.query_text[1],
+        "candidates": [{"item_id": tiny_snapshot.item_key[0]}],
+    }
+    with live_server(settings) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            head = (
+                "POST /rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 1000\r\n\r\n"
+            )
+            slow.sendall(head.encode() + b'{"user_id": ')
+            time.sleep(0.1)  # its head is in: it holds the one slot
+            held = httpx.post(f"{base}/rank", json=body)
+            assert held.status_code == 503 and held.json()["code"] == "overloaded"
+            answer = b""
+            while chunk := slow.recv(65536):  # until the server closes the connection
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"code":"body_timeout"' in answer
+        assert httpx.post(f"{base}/rank", json=body).status_code == 200
+
+
 def test_reloads_come_only_from_the_package_root_and_replace_configured_models(
     make_settings: MakeSettings, tiny_exports: dict[str, Any], tmp_path: Path
 ) -> None:
