@@ -233,7 +233,10 @@ def serving(
     port: int,
     inference_threads: int = 1,
     item_cache_mb: float = 0,
+    production_limits: bool = False,
 ) -> Iterator[ServiceProcess]:
+    """`ranker serve` on the bench's namespace. Generous deadline and store timeout unless
+    ``production_limits`` (the service's defaults: the past-saturation points)."""
     env = {
         "RANKER_ITEM_CACHE_MB": str(item_cache_mb),
         # absolute: the service runs in the source folder, the paths are the caller's
@@ -249,6 +252,9 @@ def serving(
         "RANKER_STORE_TIMEOUT_MS": "2000",
         "RANKER_DEADLINE_MS": "5000",
     }
+    if production_limits:
+        for name in ("RANKER_STORE_TIMEOUT_MS", "RANKER_DEADLINE_MS", "RANKER_MAX_CANDIDATES"):
+            env.pop(name)
     # Multiprocess metrics, as the image runs them (a fresh folder: stale files would add up).
     metrics_dir = config.out / f"metrics-{uuid.uuid4().hex[:8]}"
     metrics_dir.mkdir(parents=True)
@@ -493,6 +499,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         with serving(config, namespace, 1, _free_port(), inference_threads=0) as service:
             before = _throughput_curve(run, service, mix, "inline, no item cache")
         _throughput(run, mix, after, before)
+        # Past saturation, with the service's own deadline and in-flight limit.
+        with serving(config, namespace, 1, _free_port(), 1, 64, production_limits=True) as service:
+            _overload(run, service, mix)
         _naive(run)
         _table5(run)
     finally:
@@ -874,6 +883,26 @@ def _throughput(
     )
 
 
+def _overload(run: _Run, service: ServiceProcess, bodies: list[Body]) -> None:
+    """Open-loop points at and past the highest offered rate, against the service's defaults
+    (200 ms deadline, 32 rankings in flight): what is answered stays within the deadline, the
+    rest is shed at once (503) or stopped at the deadline (504)."""
+    config, progress = run.config, run.progress
+    top = max(config.rates)
+    with httpx.Client(base_url=service.base, timeout=30) as http:
+        for body in bodies * 2:
+            http.post("/rank", json=body)
+    points = []
+    for rate in (top, 2 * top):
+        point = open_loop(service.base, bodies, rate, config.rate_seconds, config.seed)
+        points.append(point)
+        progress(
+            f"past saturation {rate:>5} req/s: answered p99 {point['p99']:.1f} ms, shed "
+            f"{point['shed_share']:.1%}"
+        )
+    run.result.throughput["past_saturation"] = {"deadline_ms": 200, "points": points}
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -1037,6 +1066,29 @@ def render_markdown(result: BenchResult) -> str:
             for mode, run in t["modes"].items()
         ]
         lines.append("")
+        past = t.get("past_saturation")
+        if past:
+            lines += [
+                f"Past saturation, with the service's defaults ({past['deadline_ms']} ms "
+                "deadline, 32 rankings in flight): latency of the answered rankings from the "
+                "scheduled send time; the rest shed.",
+                "",
+                _row(["rate (req/s)", "sent", "answered p50 ms", "answered p99 ms", "shed"]),
+                _row(["---:"] * 5),
+            ]
+            lines += [
+                _row(
+                    [
+                        f"{p['rate']:g}",
+                        p["sent"],
+                        f"{p['p50']:.1f}",
+                        f"{p['p99']:.1f}",
+                        f"{p['shed_share']:.1%} {p['statuses']}",
+                    ]
+                )
+                for p in past["points"]
+            ]
+            lines.append("")
     if result.table5 and "skipped" not in result.table5:
         rows = result.table5["ms_p50"]
         lines += [

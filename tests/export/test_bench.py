@@ -63,6 +63,8 @@ def test_bench_writes_its_report_and_cleans_up(
     assert modes["inference thread + item cache"]["item_cache_hit_rate"] > 0
     assert all(run["curve"][0]["sent"] >= 1 for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
+    past = report["throughput"]["past_saturation"]["points"]
+    assert [p["rate"] for p in past] == [5.0, 10.0]
     assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)
