@@ -308,30 +308,17 @@ def service_part(http: httpx.Client, bodies: list[Body]) -> Part:
     return measure
 
 
-def echo_part(http: httpx.Client, bodies: list[Body]) -> Part:
-    """POST /v1/echo: HTTP and parsing alone, round trip and server side."""
+def echo_part(http: httpx.Client, bodies: list[Body], raw: bool = False) -> Part:
+    """POST /v1/echo (HTTP, parsing and validation) or, ``raw``, /v1/echo/raw (the bytes and one
+    orjson decode, no validation: the strict floor); round trip and server side."""
     encoded = [orjson.dumps(b) for b in bodies]
+    path, name = ("/v1/echo/raw", "raw_echo") if raw else ("/v1/echo", "echo")
 
     def measure(k: int) -> dict[str, float]:
-        elapsed, response = _timed_call(http.post, "/v1/echo", content=encoded[k], headers=_JSON)
-        response.raise_for_status()
-        return {"echo_client": elapsed, "echo_server": response.json()["timing_ms"]["parse"] / 1000}
-
-    return measure
-
-
-def raw_echo_part(http: httpx.Client, bodies: list[Body]) -> Part:
-    """POST /v1/echo/raw: the bytes through the same HTTP stack and one orjson decode, no
-    validation (the strict floor: what any Python service on this stack pays)."""
-    encoded = [orjson.dumps(b) for b in bodies]
-
-    def measure(k: int) -> dict[str, float]:
-        elapsed, response = _timed_call(
-            http.post, "/v1/echo/raw", content=encoded[k], headers=_JSON
-        )
+        elapsed, response = _timed_call(http.post, path, content=encoded[k], headers=_JSON)
         response.raise_for_status()
         server = response.json()["timing_ms"]["parse"] / 1000
-        return {"raw_echo_client": elapsed, "raw_echo_server": server}
+        return {f"{name}_client": elapsed, f"{name}_server": server}
 
     return measure
 
@@ -561,7 +548,7 @@ def _latency(run: _Run, service: ServiceProcess) -> None:
                         floor_part("redis_mget_redis_py", client.mget, key_lists),
                         floor_part("redis_mget_pipelined", pipelined_mget, key_lists),
                     ],
-                    [echo_part(http, bodies), raw_echo_part(http, bodies)],
+                    [echo_part(http, bodies), echo_part(http, bodies, raw=True)],
                     [floor_part("store_fetch", store_fetch, bodies)],
                     [floor_part("onnx", runner.run, feeds)],
                 ]
