@@ -9,6 +9,7 @@ the server starts, and `render` drops the live gauges of workers that died witho
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -50,7 +51,7 @@ LATENCY_BUCKETS = (
     2.0,
 )
 CANDIDATE_BUCKETS = (1, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000)
-STAGES = ("parse", "fetch", "assemble", "inference", "total")
+STAGES = ("queue", "parse", "fetch", "assemble", "inference", "total")
 
 REQUEST_LATENCY = Histogram(
     "ranker_request_duration_seconds",
@@ -98,6 +99,16 @@ ITEM_CACHE = Counter(
     "ranker_item_cache_lookups_total", "Candidates looked up in the item record cache", ["result"]
 )
 STORE_READ_BYTES = Counter("ranker_store_read_bytes_total", "Bytes of Redis replies to fetches")
+QUEUE_WAIT = Histogram(
+    "ranker_queue_wait_seconds",
+    "Time a ranking request waited between its arrival and its handler (the event loop's queue)",
+    buckets=LATENCY_BUCKETS,
+)
+LOOP_LAG = Histogram(
+    "ranker_event_loop_lag_seconds",
+    "How late the event loop ran a timer (how long any ready callback waits for the loop)",
+    buckets=LATENCY_BUCKETS,
+)
 
 #: Every metric the service exports (names as Prometheus sees them, for the dashboard test).
 EXPORTED = {
@@ -124,6 +135,12 @@ EXPORTED = {
     "ranker_model_reloads_total",
     "ranker_item_cache_lookups_total",
     "ranker_store_read_bytes_total",
+    "ranker_queue_wait_seconds_bucket",
+    "ranker_queue_wait_seconds_count",
+    "ranker_queue_wait_seconds_sum",
+    "ranker_event_loop_lag_seconds_bucket",
+    "ranker_event_loop_lag_seconds_count",
+    "ranker_event_loop_lag_seconds_sum",
 }
 
 
@@ -150,6 +167,17 @@ def initialize(shadow: str | None) -> None:
         ITEM_CACHE.labels(result)
     if shadow:
         SHADOW_ERRORS.labels(shadow)
+
+
+async def watch_loop_lag(period_s: float = 0.1) -> None:
+    """Observe, every ``period_s``, how late the event loop wakes a timer: the wait any ready
+    callback (a new request's head, a fetched reply) has before the loop runs it. Runs until
+    cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 def render() -> tuple[bytes, str]:

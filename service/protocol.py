@@ -5,12 +5,20 @@ complete request head: 3,000 half-open connections (opened, a few bytes or nothi
 open forever against `ranker serve`. Each connection here must complete its request line and
 headers within ``HEAD_TIMEOUT_S`` of opening (or of its previous response), else it is closed.
 The body has its own bound in the app (the size limit and the deadline of the request).
+
+It also stamps each request's arrival (the moment its first bytes are parsed) into the ASGI
+scope: when the event loop itself is the saturated resource, a request waits in the loop's
+queue before any handler runs, and a deadline counted from the handler's start never sees that
+wait (past saturation answers came 9 s after they were sent while the in-flight count stayed
+under its limit). The app counts the deadline from this stamp and sheds a request that waited
+too long before it is admitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -18,6 +26,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 #: Seconds a connection may take to send a complete request head (``ranker serve
 #: --head-timeout`` sets it through the environment, which each worker process inherits).
 HEAD_TIMEOUT_S = float(os.environ.get("RANKER_HEAD_TIMEOUT_S", "10"))
+
+#: ASGI scope key of a request's arrival (``time.perf_counter()`` when its head began to parse).
+ARRIVED = "ranker.arrived"
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
@@ -48,6 +59,10 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         32, ge=1, description="rankings a worker holds at once; past it, 503 overloaded"
     )
+    max_queue_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of the deadline a request may wait between its arrival and its "
+        "handler (the event loop's queue, when the loop is the saturated resource); past it, "
+        "503 overloaded",
+    )
     max_candidates: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     body_timeout_s: float = Field(

@@ -65,6 +65,9 @@ def test_bench_writes_its_report_and_cleans_up(
     assert report["throughput"]["onnx_alone"]["rate"] > 0
     past = report["throughput"]["past_saturation"]["points"]
     assert [p["rate"] for p in past] == [5.0, 10.0]
+    for point in past:  # where the time went: the server's span lies inside the client's
+        assert point["in_server"]["n"] == point["n"] > 0
+        assert 0 <= point["queue"]["p99"] <= point["in_server"]["p99"] <= point["p99"]
     assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)

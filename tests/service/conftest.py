@@ -168,7 +168,13 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def live_server(settings: Settings) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http="service.protocol:HeadTimeoutProtocol",  # as `ranker serve` runs it
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -64,7 +64,7 @@ def test_happy_path_ranks_every_candidate(
     assert [item["rank"] for item in out["items"]] == list(range(1, len(scores) + 1))
     assert {item["item_id"] for item in out["items"]} == {c["item_id"] for c in body["candidates"]}
     assert all(0.0 < s < 1.0 for s in scores)
-    assert set(out["timing_ms"]) == {"parse", "fetch", "assemble", "inference", "total"}
+    assert set(out["timing_ms"]) == {"queue", "parse", "fetch", "assemble", "inference", "total"}
     assert out["degraded"] == []
     assert "inference;dur=" in response.headers["server-timing"]
     assert [i["score"] for i in v1.json()["items"]] == scores  # deterministic
