@@ -54,63 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ranker bench", description="latency, throughput and memory against floors"
-    )
-    parser.add_argument("--prectr", type=Path, default=Path("artifacts/prectr/default"))
-    parser.add_argument("--vanilla", type=Path, default=Path("artifacts/vanilla/default"))
-    parser.add_argument("--snapshot", type=Path, default=Path("artifacts/snapshots/default"))
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
-    parser.add_argument(
-        "--prectr-run", type=Path, default=None, help="PRECTR run folder: the naive torch path"
-    )
-    parser.add_argument(
-        "--elec-run", type=Path, default=None, help="ELEC run folder: the Table 5 analog"
-    )
-    parser.add_argument("--data", type=Path, default=None, help="the runs' world (default: meta)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="report folder")
-    parser.add_argument("--repeats", type=int, default=200, help="requests per latency point")
-    parser.add_argument(
-        "--rates", default="10,20,40,60,80,100", help="open-loop rates (req/s), comma-separated"
-    )
-    parser.add_argument("--rate-seconds", type=float, default=10.0, help="seconds per rate")
-    parser.add_argument("--objective-ms", type=float, default=50.0, help="p99 latency objective")
-    return parser
-
-
-def bench(argv: Sequence[str]) -> int:
-    from export.bench import BenchConfig, render_markdown, run_bench, write_report
-
-    args = _bench_parser().parse_args(argv)
-    config = BenchConfig(
-        packages={"prectr": args.prectr, "vanilla": args.vanilla},
-        snapshot=args.snapshot,
-        out=args.out,
-        redis_url=args.redis,
-        prectr_run=args.prectr_run,
-        elec_run=args.elec_run,
-        world=args.data,
-        repeats=args.repeats,
-        rates=tuple(float(r) for r in args.rates.split(",")),
-        rate_seconds=args.rate_seconds,
-        objective_ms=args.objective_ms,
-    )
-    result = run_bench(config)
-    write_report(result, args.out)
-    print(render_markdown(result))
-    print(f"wrote {args.out}/bench.json, bench.md, bench.png in {result.seconds:.0f}s")
-    return 0
-
-
 def main(command: str, argv: Sequence[str]) -> int:
     """Entry point the `ranker` dispatcher calls."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnxscript", "onnx_ir", "faiss.loader"):  # per-pass notes, not progress
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    if command == "bench":
-        logging.getLogger().setLevel(logging.WARNING)  # the bench prints its own progress
-        return bench(argv)
     args = _parser().parse_args(argv)
     started = time.perf_counter()
     if args.action == "onnx":

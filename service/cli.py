@@ -1,8 +1,9 @@
 """The `ranker` console command: a thin dispatcher over the subcommands of each package.
 
 Each subcommand lives in the package that owns it and is imported only when named, so that
-`ranker serve` never imports torch (tests/test_architecture.py checks it). The table below names
-modules by string on purpose: the service package holds no import of `training` or `export`.
+`ranker serve` never imports torch (tests/test_architecture.py checks it). The table below
+names modules by string on purpose: the service package holds no import of `training`,
+`export` or `bench`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "index": Subcommand("service.index.cli", "load a snapshot into Redis, show index versions"),
     "serve": Subcommand("service.serve", "run the ranking service (RANKER_* settings)"),
     "demo": Subcommand("service.serve", "serve the demo artifacts and send an example request"),
-    "bench": Subcommand("export.cli", "latency, throughput and memory against measured floors"),
+    "bench": Subcommand("bench.cli", "latency, throughput and memory against measured floors"),
 }
 
 

@@ -32,17 +32,17 @@ def test_contract_imports_neither_torch_nor_fastapi() -> None:
 
 def test_ranker_dispatcher_imports_no_subcommand_until_named() -> None:
     loaded = _modules_after("import service.cli; service.cli.main(['--help'])")
-    assert not loaded & {"torch", "training", "export", "transformers"}
+    assert not loaded & {"torch", "training", "export", "bench", "transformers"}
 
 
 def test_service_modules_load_without_torch() -> None:
     statement = "import service.store, service.inference, service.index.loader, service.index.cli"
     loaded = _modules_after(statement)
-    assert not loaded & {"torch", "training", "export", "transformers"}
+    assert not loaded & {"torch", "training", "export", "bench", "transformers"}
 
 
 def test_service_package_never_imports_torch_training_or_export() -> None:
-    forbidden = {"torch", "training", "export", "transformers", "sentence_transformers"}
+    forbidden = {"torch", "training", "export", "bench", "transformers", "sentence_transformers"}
     for path in (ROOT / "service").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -124,7 +124,7 @@ def modules_outside(distributions: set[str]) -> set[str]:
         module
         for module, dists in providers.items()
         if not {canonicalize_name(d) for d in dists} & distributions
-    } | {"training", "export"}
+    } | {"training", "export", "bench"}
 
 
 def test_distributions_of_extra_follows_requirements() -> None:

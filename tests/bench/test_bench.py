@@ -8,7 +8,10 @@ from typing import Any
 
 import redis
 
-from export.bench import BenchConfig, Part, measure_point, run_bench, write_report
+from bench.config import BenchConfig
+from bench.measure import Part, measure_point
+from bench.report import write_report
+from bench.run import run_bench
 from service.index.snapshot import Snapshot
 
 

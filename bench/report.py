@@ -1,0 +1,273 @@
+"""The bench's report: bench.json, bench.md and bench.png."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.config import BenchResult, jsonable
+
+
+def write_report(result: BenchResult, out: Path) -> None:
+    """bench.json, bench.md and bench.png (latency by candidates with floors; throughput)."""
+    (out / "bench.json").write_text(json.dumps(jsonable(result.__dict__), indent=2) + "\n")
+    (out / "bench.md").write_text(render_markdown(result))
+    _plot(result, out / "bench.png")
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _ms2(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def render_markdown(result: BenchResult) -> str:
+    m = result.machine
+    lines = [
+        "# ranker bench",
+        "",
+        f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python "
+        f"{m['python']}, onnxruntime {m['onnxruntime']}; the service, Redis and this client "
+        f"share the machine. The run took {result.seconds:.0f} s.",
+        "",
+        "## Latency at concurrency 1 (ms)",
+        "",
+        "Server = the response's own total; client = the round trip. Floors, measured round by "
+        "round between the service's requests, each on another request of the same mix: ONNX = "
+        "the runner on the same inputs, MGET = one Redis MGET of the same keys by the faster of "
+        "redis-py and the pipelined connection, fetch = the service's store fetch (MGET + "
+        "decoding), echo = /v1/echo (HTTP + parsing and validation), raw echo = /v1/echo/raw "
+        "(the body read and orjson-decoded, no validation). Ratio = server p50 / (ONNX + MGET + "
+        "echo); strict ratio = server p50 / (ONNX + MGET + raw echo); stage ratio = server p50 "
+        "/ (ONNX + fetch + echo).",
+        "",
+        _row(
+            [
+                "model",
+                "candidates",
+                "server p50",
+                "server p99",
+                "client p50",
+                "client p99",
+                "ONNX",
+                "MGET",
+                "fetch",
+                "echo (server / client)",
+                "raw echo",
+                "ratio",
+                "strict ratio",
+                "stage ratio",
+                "p99 / p50",
+            ]
+        ),
+        _row(["---", *["---:"] * 14]),
+    ]
+    for r in result.latency:
+        f = r["floors"]
+        lines.append(
+            _row(
+                [
+                    r["model"],
+                    r["candidates"],
+                    _ms2(r["server"]["p50"]),
+                    _ms2(r["server"]["p99"]),
+                    _ms2(r["client"]["p50"]),
+                    _ms2(r["client"]["p99"]),
+                    _ms2(f["onnx"]["p50"]),
+                    _ms2(f["redis_mget"]["p50"]),
+                    _ms2(f["store_fetch"]["p50"]),
+                    f"{_ms2(f['echo_server']['p50'])} / {_ms2(f['echo_client']['p50'])}",
+                    _ms2(f["raw_echo_server"]["p50"]),
+                    r["ratio_server_p50"],
+                    r["ratio_server_p50_strict"],
+                    r["ratio_server_p50_stage_floors"],
+                    r["p99_over_p50_server"],
+                ]
+            )
+        )
+    lines += ["", "Stage p50s in the service (ms):", ""]
+    for r in result.latency:
+        stages = ", ".join(f"{k} {v}" for k, v in r["stages_p50"].items())
+        lines.append(f"- {r['model']} {r['candidates']}: {stages}")
+    lines.append("")
+    if result.naive and "skipped" not in result.naive[0]:
+        lines += [
+            "## The naive path",
+            "",
+            "The torch model in the request path, one Redis GET per key, no buckets, no warm-up.",
+            "",
+            _row(["candidates", "naive p50", "naive p99", "service server p50", "service faster"]),
+            _row(["---:"] * 5),
+        ]
+        lines += [
+            _row(
+                [
+                    r["candidates"],
+                    f"{r['naive']['p50']:.1f}",
+                    f"{r['naive']['p99']:.1f}",
+                    _ms2(r["service_server"]["p50"]),
+                    f"{r['speedup_p50']}x",
+                ]
+            )
+            for r in result.naive
+        ]
+        lines.append("")
+    t = result.throughput
+    if t:
+        lines += [
+            f"## Throughput: open-loop Poisson arrivals, {t['candidates']} candidates, "
+            f"{t['model']}, {t['workers']} worker",
+            "",
+            "Latency of the answered rankings from the scheduled send time; shed = 503 "
+            "`overloaded` or 504 `deadline_exceeded`. Before = inference on the event loop "
+            "(RANKER_INFERENCE_THREADS=0) and no item cache (RANKER_ITEM_CACHE_MB=0).",
+            "",
+            _row(["mode", "rate (req/s)", "sent", "errors", "shed", "p50 ms", "p99 ms"]),
+            _row(["---", *["---:"] * 6]),
+        ]
+        for mode, run in t["modes"].items():
+            lines += [
+                _row(
+                    [
+                        mode,
+                        f"{p['rate']:g}",
+                        p["sent"],
+                        p["errors"],
+                        f"{p['shed_share']:.1%}",
+                        f"{p['p50']:.1f}",
+                        f"{p['p99']:.1f}",
+                    ]
+                )
+                for p in run["curve"]
+            ]
+        alone = t["onnx_alone"]
+        lines += [
+            "",
+            f"Highest rate with p99 under {t['objective_p99_ms']:g} ms and nothing shed: "
+            + ", ".join(
+                f"{mode} **{run['max_rate_within_objective']} req/s**"
+                for mode, run in t["modes"].items()
+            )
+            + f" ({t['speedup_over_inline']}x). ONNX Runtime alone, back to back on the same "
+            f"mix with the same threads: {alone['rate']} req/s ({alone['mean_ms']} ms a "
+            f"request); the service reaches {t['share_of_onnx_alone']} of it.",
+            "",
+        ]
+        lines += [
+            f"- {mode}: item cache hit rate {run['item_cache_hit_rate']}, Redis reply "
+            f"{run['redis_kib_per_request']} KiB per ranking"
+            for mode, run in t["modes"].items()
+        ]
+        lines.append("")
+        past = t.get("past_saturation")
+        if past:
+            lines += [
+                f"Past saturation, with the service's defaults ({past['deadline_ms']} ms "
+                "deadline, 32 rankings in flight): latency of the answered rankings from the "
+                "scheduled send time; the rest shed. Where the time went (p99): this client's "
+                "own lag in sending (the load generator shares the cores), and at the server the "
+                "wait from arrival to handler (queue) and arrival to answer (in server).",
+                "",
+                _row(
+                    [
+                        "rate (req/s)",
+                        "sent",
+                        "answered p50 ms",
+                        "answered p99 ms",
+                        "client lag p99",
+                        "queue p99",
+                        "in server p99",
+                        "shed",
+                    ]
+                ),
+                _row(["---:"] * 8),
+            ]
+            lines += [
+                _row(
+                    [
+                        f"{p['rate']:g}",
+                        p["sent"],
+                        f"{p['p50']:.1f}",
+                        f"{p['p99']:.1f}",
+                        f"{p['client_lag']['p99']:.1f}",
+                        f"{p['queue']['p99']:.1f}",
+                        f"{p['in_server']['p99']:.1f}",
+                        f"{p['shed_share']:.1%} {p['statuses']}",
+                    ]
+                )
+                for p in past["points"]
+            ]
+            lines.append("")
+    if result.table5 and "skipped" not in result.table5:
+        rows = result.table5["ms_p50"]
+        lines += [
+            "## ELEC Table 5 analog (ms per request, p50)",
+            "",
+            _row(["candidates", "gain network, MiniLM online", "vanilla network as served"]),
+            _row(["---:"] * 3),
+        ]
+        lines += [
+            _row([n, f"{rows['gain_with_lm_online'][n]:.1f}", f"{rows['vanilla_served'][n]:.3f}"])
+            for n in rows["gain_with_lm_online"]
+        ]
+        lines.append("")
+    mem = result.memory
+    if mem:
+        models = ", ".join(mem["models_loaded"])
+        lines += [
+            "## Memory",
+            "",
+            f"- serving process (one worker, models {models}, Redis store): "
+            f"**{mem['service_rss_mib']} MiB** resident; torch loaded: {mem['torch_loaded']}",
+            f"- Redis bytes per record (MEMORY USAGE, mean of 200): item "
+            f"{mem['redis_bytes_per_item']}, user {mem['redis_bytes_per_user']}, pair "
+            f"{mem['redis_bytes_per_pair']}",
+            f"- index load: {result.index_load['keys']:,} keys at "
+            f"{result.index_load['keys_per_second']:,} keys/s",
+            "",
+        ]
+    cuda = "CUDAExecutionProvider" in m["providers_available"]
+    lines.append(
+        "GPU: this onnxruntime build offers CUDA; every session reports the providers it really "
+        "got, and on this machine that was the CPU."
+        if cuda
+        else "GPU: none on this machine."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    ax = axes[0]
+    for model in dict.fromkeys(r["model"] for r in result.latency):
+        rows = [r for r in result.latency if r["model"] == model]
+        counts = [r["candidates"] for r in rows]
+        ax.plot(counts, [r["server"]["p50"] for r in rows], "o-", label=f"{model} server p50")
+        ax.plot(counts, [r["server"]["p99"] for r in rows], "o:", label=f"{model} server p99")
+        ax.plot(counts, [r["floor_sum_server_p50"] for r in rows], "s--", label=f"{model} floors")
+    ax.set(xlabel="candidates", ylabel="ms", title="Latency at concurrency 1 vs floors")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    for mode, run in result.throughput.get("modes", {}).items():
+        curve = run["curve"]
+        rates = [p["rate"] for p in curve]
+        ax.plot(rates, [p["p50"] for p in curve], "o-", label=f"{mode} p50")
+        ax.plot(rates, [p["p99"] for p in curve], "o:", label=f"{mode} p99")
+        ax.set_yscale("log")
+    if result.throughput:
+        ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
+    ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="ms", title="Open-loop latency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
