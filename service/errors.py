@@ -15,6 +15,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 PROBLEM_TYPE = "application/problem+json"
+#: Seconds a client is told to wait (Retry-After) when the service is not ready or its store
+#: is unavailable; an overloaded worker says 1.
+RETRY_AFTER_S = "2"
 
 
 class ErrorCode(StrEnum):

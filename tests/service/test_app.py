@@ -18,11 +18,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.app import create_app, rank_disagreement
+from service.app import create_app
 from service.index.keys import KeySchema
 from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.metrics import EXPORTED
+from service.ranking import rank_disagreement
 from service.routing import Router
 from service.settings import Settings
 from tests.service.conftest import RedisServer, live_server

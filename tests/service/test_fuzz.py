@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
-from service.app import parse_rank_request
 from service.errors import ErrorCode, ServiceError
 from service.index.snapshot import Snapshot
+from service.ranking import parse_rank_request
 from service.schemas import RankRequest
 from service.settings import Settings
 from tests.service.conftest import live_server

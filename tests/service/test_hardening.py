@@ -144,7 +144,7 @@ def test_a_client_hanging_up_mid_body_is_one_info_line(make_settings: MakeSettin
     records = _Records()
     with live_server(make_settings()) as base:
         # after the server started: uvicorn's logging setup replaces its loggers' handlers
-        loggers = [logging.getLogger(name) for name in ("uvicorn.error", "service.app")]
+        loggers = [logging.getLogger(name) for name in ("uvicorn.error", "service.ranking")]
         levels = [logger.level for logger in loggers]
         for logger in loggers:
             logger.addHandler(records)

@@ -1,0 +1,401 @@
+"""POST /rank: admission (arrival age, in-flight limit) -> media type -> body under its size
+and time limits -> parse -> route -> fetch (one round trip, bounded by the deadline) ->
+assemble -> ONNX Runtime -> sort -> the answer with per-stage timings. A store that fails or
+is slow degrades the answer unless ``RANKER_FAIL_ON_STORE_ERROR`` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from service import metrics
+from service.errors import (
+    RETRY_AFTER_S,
+    ErrorCode,
+    ServiceError,
+    from_validation,
+    problem,
+    request_id_header,
+)
+from service.models import LoadedModel
+from service.protocol import ARRIVED
+from service.routing import Route
+from service.schemas import (
+    RankRequest,
+    SuppliedFeatures,
+    check_candidate_count,
+    check_limits,
+    check_unique_keys,
+)
+from service.settings import Settings
+from service.state import ServiceState
+from service.store import (
+    IndexUnavailable,
+    RequestFeatures,
+    unavailable_features,
+)
+
+log = logging.getLogger(__name__)
+
+
+JSON = "application/json"
+
+
+CLIENT_CLOSED = "499"
+
+
+def check_media_type(content_type: str | None) -> None:
+    """A /rank body must say it is JSON: anything else is refused (415) before it is read, so
+    a form post or a text body never reaches the parser as if it were JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != JSON:
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be {JSON}, not {media or 'untyped'}",
+        )
+
+
+class ClientGone(Exception):
+    """The client hung up before its body was complete: nobody is left to answer."""
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, within the size limit and the body timeout: a client that trickles its
+    body would otherwise hold one of the worker's in-flight slots for as long as it likes (408,
+    and the connection is closed: what it still sends is not read)."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is over {limit} bytes")
+                chunks.append(chunk)
+    except ClientDisconnect as err:
+        raise ClientGone(f"after {size} bytes of the body") from err
+    except TimeoutError as err:
+        raise ServiceError(
+            ErrorCode.BODY_TIMEOUT,
+            f"the body did not arrive within {settings.body_timeout_s:g} s ({size} bytes came)",
+            headers={"Connection": "close"},
+        ) from err
+    return b"".join(chunks)
+
+
+def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
+    """A /rank body, validated and within the configured limits (else `ServiceError`)."""
+    check_candidate_count(raw, settings.max_candidates)
+    try:
+        body = RankRequest.model_validate_json(raw)
+    except ValidationError as err:
+        raise from_validation(err) from err
+    check_unique_keys(raw, body)
+    check_limits(body, settings)
+    return body
+
+
+def to_ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+async def fetch_features(
+    state: ServiceState, body: RankRequest, item_ids: list[str], budget_s: float, dim: int
+) -> tuple[RequestFeatures, list[str]]:
+    """The store's answer within the budget, or defaults and the reason (unless configured
+    to fail)."""
+    assert state.store is not None
+    reason = ""
+    try:
+        # asyncio.timeout, not wait_for: no extra task (and loop turn) per request
+        async with asyncio.timeout(max(budget_s, 0.001)):
+            features = await state.store.fetch(body.user_id, body.query, item_ids)
+        return features, []
+    except TimeoutError:
+        reason = "store_timeout"
+    except IndexUnavailable as err:
+        reason = "store_unavailable"
+        log.warning("feature store unavailable: %s", err)
+    if state.settings.fail_on_store_error:
+        raise ServiceError(
+            ErrorCode.STORE_UNAVAILABLE,
+            f"the feature store did not answer ({reason})",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return unavailable_features(body.query, len(item_ids), dim), [reason]
+
+
+_FLAG_SETS: tuple[list[str], ...] = ([], ["unknown_item"], ["unknown_item", "request_features"])
+_APPROXIMATED = ["approximated_pair"]
+
+
+def _flags(features: RequestFeatures, supplied: list[SuppliedFeatures | None]) -> list[list[str]]:
+    """Each candidate's flags (shared, read-only lists: the response only serializes them)."""
+    c = features.candidates
+    resolved = features.query.match.row >= 0
+    known = c.item_known.tolist()
+    paired = c.pair_known.tolist()
+    return [
+        (_APPROXIMATED if resolved and not pair else _FLAG_SETS[0])
+        if item
+        else _FLAG_SETS[1 + (given is not None)]
+        for item, pair, given in zip(known, paired, supplied, strict=True)
+    ]
+
+
+def _ranked_items(
+    item_ids: list[str],
+    outputs: dict[str, npt.NDArray[Any]],
+    order: list[int],
+    flags: list[list[str]],
+    explain: bool,
+) -> list[dict[str, Any]]:
+    """The response's items in rank order (each output column turned into Python values once,
+    not a numpy scalar per item)."""
+    scores = outputs["score"].tolist()
+    items = [
+        {"item_id": item_ids[i], "score": scores[i], "rank": rank, "flags": flags[i]}
+        if flags[i]
+        else {"item_id": item_ids[i], "score": scores[i], "rank": rank}
+        for rank, i in enumerate(order, start=1)
+    ]
+    if explain:
+        p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
+        tau = outputs["tau"].tolist()
+        for item, i in zip(items, order, strict=True):
+            item["explain"] = {"p_rsl": p_rsl[i], "p_click_given_rsl": p_click[i], "tau": tau[i]}
+    return items
+
+
+def _route(state: ServiceState, body: RankRequest) -> tuple[Route, LoadedModel]:
+    assert state.router is not None
+    route = state.router.route(body.user_id, body.model)
+    model = state.registry.get(route.model)
+    if model is None:
+        raise ServiceError(
+            ErrorCode.UNKNOWN_MODEL,
+            f"model {route.model!r} is not loaded; loaded: {state.registry.names}",
+            errors=[{"field": "model", "code": "unknown_model", "message": "not loaded"}],
+        )
+    return route, model
+
+
+async def handle_rank(state: ServiceState, request: Request) -> Response:
+    started = time.perf_counter()
+    # The deadline counts from the request's arrival (stamped by service.protocol when its
+    # head began to parse): a saturated event loop makes requests wait before any handler runs.
+    # In-process clients have no stamp: they arrive when the handler starts.
+    arrived = min(request.scope.get(ARRIVED, started), started)
+    settings = state.settings
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    route_label = ("unknown", "none")
+    admitted = False
+    try:
+        if not state.warm:
+            raise ServiceError(
+                ErrorCode.NOT_READY, "models are loading", headers={"Retry-After": RETRY_AFTER_S}
+            )
+        if state.in_flight >= settings.max_in_flight:
+            # Shed at the door: a request admitted past this would only wait behind the others
+            # and pass its deadline; a quick 503 lets the client (or nginx) go elsewhere.
+            raise ServiceError(
+                ErrorCode.OVERLOADED,
+                f"{state.in_flight} rankings in flight (limit {settings.max_in_flight})",
+                headers={"Retry-After": "1"},
+            )
+        waited = started - arrived
+        metrics.QUEUE_WAIT.observe(waited)
+        if waited * 1000 > settings.deadline_ms * settings.max_queue_share:
+            # Admitting it would spend the loop on an answer that is likely late: shed it now,
+            # cheaply, before its body is read, and keep the loop for requests that can make it.
+            raise ServiceError(
+                ErrorCode.OVERLOADED,
+                f"waited {waited * 1000:.0f} ms for the worker (limit "
+                f"{settings.deadline_ms * settings.max_queue_share:g} ms)",
+                headers={"Retry-After": "1"},
+            )
+        state.in_flight += 1
+        admitted = True
+        check_media_type(request.headers.get("content-type"))
+        body = parse_rank_request(await read_body(request, settings), settings)
+        request_id = body.request_id or request_id
+        route, model = _route(state, body)
+        route_label = (model.name, route.arm)
+        try:
+            response, timings = await _rank(
+                state, body, model, route, request_id, (arrived, started)
+            )
+        except ServiceError:
+            raise
+        except Exception as err:  # a bug or a corrupt record: a 500 problem, the service stays up
+            log.exception("request %s failed", request_id)
+            what = f": {type(err).__name__}" if settings.expose_details else ""
+            raise ServiceError(ErrorCode.INTERNAL, f"internal error{what}") from err
+    except ServiceError as err:
+        metrics.ERRORS.labels(err.code.value).inc()
+        metrics.REQUESTS.labels(*route_label, str(err.status)).inc()
+        metrics.REQUEST_LATENCY.labels(*route_label, str(err.status)).observe(
+            time.perf_counter() - started
+        )
+        return problem(err, request_id, request.url.path)
+    except ClientGone as gone:
+        # Routine on the internet, and the client will not read an answer: one line, no trace.
+        log.info("request %s: the client hung up %s", request_id, gone)
+        metrics.REQUESTS.labels(*route_label, CLIENT_CLOSED).inc()
+        return Response(status_code=int(CLIENT_CLOSED))
+    finally:
+        if admitted:
+            state.in_flight -= 1
+    metrics.REQUESTS.labels(*route_label, "200").inc()
+    metrics.REQUEST_LATENCY.labels(*route_label, "200").observe(time.perf_counter() - started)
+    server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
+    return Response(
+        orjson.dumps(response),
+        media_type="application/json",
+        headers={"Server-Timing": server_timing, **request_id_header(request_id)},
+    )
+
+
+async def _rank(
+    state: ServiceState,
+    body: RankRequest,
+    model: LoadedModel,
+    route: Route,
+    request_id: str,
+    arrived_started: tuple[float, float],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The ranking of an admitted request; ``arrived_started``: its arrival and the moment its
+    handler started (``time.perf_counter()``)."""
+    settings, manifest = state.settings, model.package.manifest
+    arrived, started = arrived_started
+    deadline = arrived + settings.deadline_ms / 1000
+    item_ids = [c["item_id"] for c in body.candidates]
+    metrics.CANDIDATES.observe(len(item_ids))
+    t_parse = time.perf_counter()
+
+    past_deadline(deadline, settings.deadline_ms)  # e.g. it waited behind others
+    budget = min(settings.store_timeout_ms / 1000, deadline - t_parse)
+    features, degraded = await fetch_features(state, body, item_ids, budget, manifest.text_dim)
+    why = await state.unusable(features.index_version)
+    if why is not None:
+        if settings.fail_on_store_error:
+            raise ServiceError(
+                ErrorCode.STORE_UNAVAILABLE,
+                f"the live index cannot serve this model: {why}",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        features = unavailable_features(body.query, len(item_ids), manifest.text_dim)
+        degraded.append("index_incompatible")
+    for kind, count in features.misses.items():
+        if count:
+            metrics.MISSES.labels(kind).inc(count)
+    if features.read_bytes:  # a Redis read (the embedded store reads no bytes)
+        metrics.ITEM_CACHE.labels("hit").inc(features.cached_items)
+        metrics.ITEM_CACHE.labels("miss").inc(len(item_ids) - features.cached_items)
+        metrics.STORE_READ_BYTES.inc(features.read_bytes)
+    t_fetch = time.perf_counter()
+    past_deadline(deadline, settings.deadline_ms)
+
+    supplied = [c.get("features") for c in body.candidates]
+    hour = body.context.hour if body.context and body.context.hour is not None else None
+    if hour is None:
+        hour = time.gmtime().tm_hour
+    assembled = model.assembler.assemble(
+        body.user_id, body.query, item_ids, features, hour, supplied
+    )
+    inputs = {name: assembled[name] for name in model.runner.input_names}
+    t_assemble = time.perf_counter()
+    past_deadline(deadline, settings.deadline_ms)
+
+    outputs = await state.infer(model, inputs)
+    scores = outputs["score"]
+    t_inference = time.perf_counter()
+
+    if features.query.match.kind == "empty" and manifest.empty_query_share == 0.0:
+        degraded.append("empty_query_untrained")
+    past_deadline(deadline, settings.deadline_ms)  # a late answer is not sent as a ranking
+    for reason in degraded:
+        metrics.DEGRADED.labels(reason).inc()
+    order = np.argsort(-scores, kind="stable")[: body.top_k].tolist()
+    explain = body.explain and "p_rsl" in outputs
+    items = _ranked_items(item_ids, outputs, order, _flags(features, supplied), explain)
+
+    shadow = settings.shadow_model
+    if shadow and shadow != model.name:
+        state.spawn(_score_shadow(state, shadow, model.name, assembled, scores))
+    done = time.perf_counter()
+    timings = {
+        "queue": to_ms(started - arrived),
+        "parse": to_ms(t_parse - started),
+        "fetch": to_ms(t_fetch - t_parse),
+        "assemble": to_ms(t_assemble - t_fetch),
+        "inference": to_ms(t_inference - t_assemble),
+        "total": to_ms(done - started),  # the handler's time: the floors are measured alike
+    }
+    for stage, ms in timings.items():
+        metrics.STAGE_LATENCY.labels(stage, model.name).observe(ms / 1000)
+    response = {
+        "request_id": request_id,
+        "model": {"name": model.name, "version": model.version, "arm": route.arm},
+        "items": items,
+        "timing_ms": timings,
+        "degraded": degraded,
+        "index_version": features.index_version or None,
+    }
+    return response, timings
+
+
+def past_deadline(deadline: float, deadline_ms: float) -> None:
+    """Stop a request whose deadline has passed (504): no more work on an answer the client
+    may no longer wait for, and no ranking answered later than promised."""
+    if time.perf_counter() > deadline:
+        raise ServiceError(
+            ErrorCode.DEADLINE_EXCEEDED, f"the ranking ran past its {deadline_ms:g} ms deadline"
+        )
+
+
+def rank_disagreement(served: npt.NDArray[Any], shadow: npt.NDArray[Any]) -> float:
+    """1 - Spearman's rank correlation of two score vectors (0 = same order, 2 = reversed)."""
+    if len(served) < 2:
+        return 0.0
+    a = np.argsort(np.argsort(served)).astype(np.float64)
+    b = np.argsort(np.argsort(shadow)).astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return 1.0 - (float((a * b).sum()) / denominator if denominator else 1.0)
+
+
+async def _score_shadow(
+    state: ServiceState,
+    shadow_name: str,
+    served_name: str,
+    inputs: dict[str, npt.NDArray[Any]],
+    served_scores: npt.NDArray[Any],
+) -> None:
+    shadow = state.registry.get(shadow_name)
+    if shadow is None:
+        return
+    try:
+        feed = {name: inputs[name] for name in shadow.runner.input_names}
+        outputs = await state.infer(shadow, feed)
+        metrics.SHADOW_DISAGREEMENT.labels(served_name, shadow_name).observe(
+            rank_disagreement(served_scores, outputs["score"])
+        )
+    except Exception as err:  # the shadow never affects serving
+        metrics.SHADOW_ERRORS.labels(shadow_name).inc()
+        log.warning("shadow %s failed: %s", shadow_name, err)
