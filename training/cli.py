@@ -65,11 +65,33 @@ def _data_parser() -> argparse.ArgumentParser:
     )
     csv.add_argument("--grade-col", default="median_relevance", help="column with the grade")
     csv.add_argument(
+        "--id-col",
+        default=None,
+        help="column with the catalogue's item id (kept end to end: /rank takes these ids); "
+        "without it items are keyed by title and text and named i0, i1, ...",
+    )
+    csv.add_argument("--category-col", default=None, help="column with the item's category")
+    csv.add_argument("--brand-col", default=None, help="column with the item's brand")
+    levels = csv.add_mutually_exclusive_group()
+    levels.add_argument(
         "--thresholds",
         type=_thresholds,
         default=None,
-        help="three increasing cut points binning grades into levels 0..3, e.g. "
-        "2,3,4 for grades 1..4; omit when grades are already 0..3",
+        help="three increasing cut points binning grades into levels 0..3, e.g. 2,3,4 for "
+        "grades 1..4; a grade equal to a cut point goes to the level above (see --closed); "
+        "omit when grades are already 0..3",
+    )
+    levels.add_argument(
+        "--bins",
+        default=None,
+        help="four explicit intervals for levels 0..3, e.g. '[1,1.5],(1.5,2],(2,2.5],(2.5,3]'",
+    )
+    csv.add_argument(
+        "--closed",
+        choices=["left", "right"],
+        default="left",
+        help="with --thresholds: 'left' puts a grade equal to a cut point in the level above "
+        "it, 'right' in the level below",
     )
     csv.add_argument(
         "--encoding",
@@ -128,21 +150,32 @@ def run_data(argv: Sequence[str]) -> int:
 
         _finish(generate_world(args.size, args.seed), args.out, started)
     elif args.action == "import-csv":
-        from training.data.real import CsvColumns, load_relevance_csv, world_from_relevance
+        from training.data.graded_csv import Binning, CsvColumns, load_relevance_csv
+        from training.data.real import world_from_relevance
 
         columns = CsvColumns(
             query=args.query_col,
             title=args.title_col,
             text=None if args.text_col.lower() == "none" else args.text_col,
             grade=args.grade_col,
+            item_id=args.id_col,
+            category=args.category_col,
+            brand=args.brand_col,
         )
-        labels = load_relevance_csv(
+        if args.bins:
+            binning = Binning.parse(args.bins)
+        elif args.thresholds:
+            binning = Binning.from_thresholds(args.thresholds, args.closed)
+        else:
+            binning = Binning()
+        labels, report = load_relevance_csv(
             args.path,
             columns,
             encoding=args.encoding,
-            thresholds=args.thresholds,
+            binning=binning,
             delimiter=args.delimiter,
         )
+        print("\n".join(report.lines()))
         world = world_from_relevance(
             labels,
             seed=args.seed,
@@ -150,6 +183,7 @@ def run_data(argv: Sequence[str]) -> int:
             n_impressions=args.impressions,
             source=str(args.path.name),
         )
+        world.meta["import"] = report.to_dict()
         _finish(world, args.out, started)
     elif args.action == "import-amazon":
         from training.data.real import load_amazon_scientific

@@ -1,11 +1,9 @@
 """Real data: graded-relevance CSVs with simulated clicks, and Amazon user histories.
 
-- `load_relevance_csv` reads any CSV of (query, item title, optional item text, grade) with a
-  column mapping, utf-8 or latin-1, multi-line quoted fields, and numeric grades binned into the
-  four relevance levels by thresholds.
-- `world_from_relevance` puts simulated users with planted sensitivities on top of those real
-  labels (the click model of `training.data.simulate`) and writes the same tables as the synthetic
-  world, split by query. Every metric on it is on *simulated clicks*.
+- `world_from_relevance` puts simulated users with planted sensitivities on top of real labels
+  read by `training.data.graded_csv` (the click model of `training.data.simulate`) and writes
+  the same tables as the synthetic world, split by query. Every metric on it is on *simulated
+  clicks*.
 - `load_amazon_scientific` turns the Amazon "Industrial & Scientific" histories into the same
   tables: each interaction is a click on a list with sampled unclicked items, its query derived
   from the item's category path (the personalized-product-search protocol), leave-one-out split.
@@ -13,16 +11,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH, RELEVANCE_LEVELS, normalize_text
+from service.contract import HISTORY_LENGTH, normalize_text
+from training.data.graded_csv import LabelledCatalogue
 from training.data.simulate import (
     ClickModel,
     session_times,
@@ -31,93 +27,6 @@ from training.data.simulate import (
     simulate_users,
 )
 from training.data.tables import Table, World, attach_histories, click_log
-
-
-class DataFormatError(ValueError):
-    """A data file does not have the shape the loader was told to expect."""
-
-
-@dataclass(frozen=True)
-class CsvColumns:
-    """Which CSV columns hold what; ``text`` may be None when the file has no item text."""
-
-    query: str = "query"
-    title: str = "product_title"
-    text: str | None = "product_description"
-    grade: str = "median_relevance"
-
-
-def _read_text(path: Path, encoding: str) -> str:
-    raw = path.read_bytes()
-    if encoding != "auto":
-        return raw.decode(encoding)
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def bin_grades(grades: Sequence[float], thresholds: Sequence[float] | None) -> np.ndarray[Any, Any]:
-    """Relevance levels 0..3 from numeric grades.
-
-    With thresholds t1 < t2 < t3 a grade g becomes the number of thresholds <= g; without them the
-    grades must already be the integers 0..3.
-
-    >>> bin_grades([1, 2, 3, 4, 2.5], [2, 3, 4]).tolist()
-    [0, 1, 2, 3, 1]
-    """
-    values = np.asarray(grades, dtype=np.float64)
-    if thresholds is None:
-        if not np.all(np.isin(values, np.arange(RELEVANCE_LEVELS))):
-            raise DataFormatError(
-                "grades are not the levels 0..3: pass thresholds to bin them, e.g. 2,3,4 for 1..4"
-            )
-        return values.astype(np.int8)
-    edges = np.asarray(thresholds, dtype=np.float64)
-    if len(edges) != RELEVANCE_LEVELS - 1 or np.any(np.diff(edges) <= 0):
-        raise DataFormatError(f"need {RELEVANCE_LEVELS - 1} increasing thresholds, got {thresholds}")
-    return np.digitize(values, edges, right=False).astype(np.int8)
-
-
-def load_relevance_csv(
-    path: Path,
-    columns: CsvColumns = CsvColumns(),
-    *,
-    encoding: str = "auto",
-    thresholds: Sequence[float] | None = None,
-    delimiter: str = ",",
-) -> Table:
-    """Rows of (query, title, text, grade, level); blank queries or titles are an error."""
-    reader = csv.DictReader(io.StringIO(_read_text(path, encoding), newline=""),
-                            delimiter=delimiter)
-    wanted = [c for c in asdict(columns).values() if c is not None]
-    missing = [c for c in wanted if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataFormatError(f"{path}: no column {missing}; columns are {reader.fieldnames}")
-    queries: list[str] = []
-    titles: list[str] = []
-    texts: list[str] = []
-    grades: list[float] = []
-    for line, row in enumerate(reader, start=2):
-        query, title = row[columns.query].strip(), row[columns.title].strip()
-        if not query or not title:
-            raise DataFormatError(f"{path}: record {line} has an empty query or title")
-        try:
-            grades.append(float(row[columns.grade]))
-        except ValueError as err:
-            raise DataFormatError(f"{path}: record {line}: grade {row[columns.grade]!r}") from err
-        queries.append(query)
-        titles.append(title)
-        texts.append(row[columns.text].strip() if columns.text else "")
-    return Table(
-        {
-            "query": np.array(queries),
-            "title": np.array(titles),
-            "text": np.array(texts),
-            "grade": np.array(grades, dtype=np.float32),
-            "level": bin_grades(grades, thresholds),
-        }
-    )
 
 
 def _index(values: Sequence[str]) -> tuple[list[str], np.ndarray[Any, Any]]:
@@ -137,7 +46,7 @@ def _split_by_group(rng: np.random.Generator, n_groups: int) -> np.ndarray[Any, 
 
 
 def world_from_relevance(
-    labels: Table,
+    labels: LabelledCatalogue,
     *,
     seed: int = 0,
     n_users: int = 2_000,
@@ -146,33 +55,26 @@ def world_from_relevance(
     days: int = 30,
     source: str = "csv",
 ) -> World:
-    """Simulated users and clicks on top of real (query, item, level) labels, split by query."""
+    """Simulated users and clicks on top of real (query, item, level) labels, split by query.
+    The catalogue's item keys, categories and brands are kept as they were read."""
     rng = np.random.default_rng(seed)
     model = ClickModel()
-    query_texts, query_of_row = _index([normalize_text(str(q)) for q in labels["query"]])
-    item_names = [f"{t}\x1f{x}" for t, x in zip(labels["title"], labels["text"], strict=True)]
-    distinct_items, item_of_row = _index(item_names)
-    n_items = len(distinct_items)
+    graded = labels.pairs
+    query_texts, query_of_row = _index([normalize_text(str(q)) for q in graded["query"]])
     query_of_row = query_of_row + 1  # row 0 is the empty query
-    pair_keys: dict[tuple[int, int], int] = {}
-    for row, (q, i) in enumerate(zip(query_of_row.tolist(), item_of_row.tolist(), strict=True)):
-        pair_keys.setdefault((q, i), row)
-    pair_rows = np.array(list(pair_keys.values()))
     pairs = Table(
         {
-            "query_id": query_of_row[pair_rows].astype(np.int32),
-            "item_id": item_of_row[pair_rows].astype(np.int32),
-            "relevance": labels["level"][pair_rows].astype(np.int8),
+            "query_id": query_of_row.astype(np.int32),
+            "item_id": graded["item"].astype(np.int32),
+            "relevance": graded["level"].astype(np.int8),
         }
     )
-    _, item_first = np.unique(item_of_row, return_index=True)  # codes are 0..n-1
+    n_items = labels.items.n_rows
     items = Table(
         {
-            "item_key": np.array([f"i{i}" for i in range(n_items)]),
-            "title": labels["title"][item_first],
-            "text": labels["text"][item_first],
-            "category": np.full(n_items, -1, dtype=np.int16),
-            "brand": np.full(n_items, -1, dtype=np.int32),
+            **{name: labels.items[name] for name in ("item_key", "title", "text")},
+            "category": labels.items["category"].astype(np.int16),
+            "brand": labels.items["brand"].astype(np.int32),
             "price_bucket": rng.integers(0, 5, n_items).astype(np.int8),
             "quality": rng.normal(0.0, 1.0, n_items).astype(np.float32),
         }
@@ -202,15 +104,18 @@ def world_from_relevance(
         pools[query] >= 0, 0.9 * pool_level[query] + 0.5 * quality[pools[query]], -np.inf
     )
     shown = show_lists(rng, prior, list_length)
+    shown_length = shown.shape[1]  # below list_length when every pool is shorter
     rows = np.arange(n_sessions)[:, None]
     item = pools[query][rows, shown].reshape(-1)
     keep = item >= 0  # short pools show fewer items
-    session = np.repeat(np.arange(n_sessions), list_length)[keep]
-    position = np.tile(np.arange(list_length), n_sessions)[keep]
+    session = np.repeat(np.arange(n_sessions), shown_length)[keep]
+    position = np.tile(np.arange(shown_length), n_sessions)[keep]
     item = item[keep]
     relevance = pool_level[query][rows, shown].reshape(-1)[keep]
     user_of = user[session]
-    price_gap = np.abs(items["price_bucket"][item].astype(np.float64) - users["price_pref"][user_of])
+    price_gap = np.abs(
+        items["price_bucket"][item].astype(np.float64) - users["price_pref"][user_of]
+    )
     impressions = simulate_impressions(
         rng,
         model,
@@ -236,11 +141,22 @@ def world_from_relevance(
         "clicks": "simulated (ClickModel) on real relevance labels",
         "click_model": model.to_dict(),
         "split": "by query: 80% of queries train, 10% valid, 10% test",
-        "config": {"n_users": n_users, "n_impressions": n_impressions,
-                   "list_length": list_length, "days": days},
+        "config": {
+            "n_users": n_users,
+            "n_impressions": n_impressions,
+            "list_length": list_length,
+            "days": days,
+        },
     }
-    return World(items=items, queries=queries, users=users, pairs=pairs,
-                 impressions=Table(impressions), clicks=Table(clicks), meta=meta)
+    return World(
+        items=items,
+        queries=queries,
+        users=users,
+        pairs=pairs,
+        impressions=Table(impressions),
+        clicks=Table(clicks),
+        meta=meta,
+    )
 
 
 AMAZON_ROOT_CATEGORY = "Industrial & Scientific"
@@ -285,8 +201,9 @@ def load_amazon_scientific(
     """
     rng = np.random.default_rng(seed)
     item_index = dict(_read_pairs(folder / "Scientific.item2index"))
-    user_keys = [k for k, _ in sorted(_read_pairs(folder / "Scientific.user2index"),
-                                      key=lambda kv: kv[1])]
+    user_keys = [
+        k for k, _ in sorted(_read_pairs(folder / "Scientific.user2index"), key=lambda kv: kv[1])
+    ]
     n_items = len(item_index)
     titles, paths, brands = [""] * n_items, [""] * n_items, [""] * n_items
     with (folder / "Scientific.text").open(encoding="utf-8") as handle:
@@ -316,9 +233,20 @@ def load_amazon_scientific(
         c: np.flatnonzero(category == c) for c in range(len(path_names))
     }
     query_terms = [frozenset(q.split()) for q in ["", *query_texts]]
-    columns: dict[str, list[int]] = {k: [] for k in (
-        "request_id", "time", "user_id", "query_id", "item_id", "position", "relevance",
-        "click", "split")}
+    columns: dict[str, list[int]] = {
+        k: []
+        for k in (
+            "request_id",
+            "time",
+            "user_id",
+            "query_id",
+            "item_id",
+            "position",
+            "relevance",
+            "click",
+            "split",
+        )
+    }
     pair_level: dict[tuple[int, int], int] = {}
     request = 0
     for user, sequence in enumerate(sequences):
@@ -327,8 +255,10 @@ def load_amazon_scientific(
             same = by_category[int(category[clicked])]
             same = same[same != clicked]
             shown = [clicked]
-            shown += [int(i) for i in rng.choice(same, min(len(same), same_category_negatives),
-                                                 replace=False)]
+            shown += [
+                int(i)
+                for i in rng.choice(same, min(len(same), same_category_negatives), replace=False)
+            ]
             while len(shown) < negatives + 1:
                 other = int(rng.integers(n_items))
                 if other not in shown:
@@ -336,18 +266,37 @@ def load_amazon_scientific(
             split = 2 if step == len(sequence) - 1 else 1 if step == len(sequence) - 2 else 0
             for position, slot in enumerate(rng.permutation(len(shown))):
                 item = shown[slot]
-                level = 3 if category[item] == category[clicked] else _path_relevance(
-                    query_terms[q], paths[item])
+                level = (
+                    3
+                    if category[item] == category[clicked]
+                    else _path_relevance(query_terms[q], paths[item])
+                )
                 pair_level.setdefault((q, item), level)
-                row = {"request_id": request, "time": (step + 1) * 86_400 + user, "user_id": user,
-                       "query_id": q, "item_id": item, "position": position, "relevance": level,
-                       "click": int(item == clicked), "split": split}
+                row = {
+                    "request_id": request,
+                    "time": (step + 1) * 86_400 + user,
+                    "user_id": user,
+                    "query_id": q,
+                    "item_id": item,
+                    "position": position,
+                    "relevance": level,
+                    "click": int(item == clicked),
+                    "split": split,
+                }
                 for name, value in row.items():
                     columns[name].append(value)
             request += 1
-    dtypes = {"request_id": np.int64, "time": np.int64, "user_id": np.int32, "query_id": np.int32,
-              "item_id": np.int32, "position": np.int8, "relevance": np.int8, "click": np.int8,
-              "split": np.int8}
+    dtypes = {
+        "request_id": np.int64,
+        "time": np.int64,
+        "user_id": np.int32,
+        "query_id": np.int32,
+        "item_id": np.int32,
+        "position": np.int8,
+        "relevance": np.int8,
+        "click": np.int8,
+        "split": np.int8,
+    }
     impressions: dict[str, Any] = {k: np.array(v, dtype=dtypes[k]) for k, v in columns.items()}
     n_rows = len(impressions["click"])
     impressions["hour"] = ((impressions["time"] // 3_600) % 24).astype(np.int8)
@@ -359,24 +308,35 @@ def load_amazon_scientific(
     unknown = np.full(n_users, -1, dtype=np.int8)
     keys = list(pair_level)
     return World(
-        items=Table({
-            "item_key": np.array(sorted(item_index, key=item_index.__getitem__)),
-            "title": np.array(titles),
-            "text": np.array([f"{p}. {b}".strip(". ") for p, b in zip(paths, brands,
-                                                                     strict=True)]),
-            "category": category.astype(np.int16),
-            "brand": np.where(np.array(brands) == "", -1, brand).astype(np.int32),
-            "price_bucket": np.full(n_items, -1, dtype=np.int8),
-            "quality": np.full(n_items, np.nan, dtype=np.float32),
-        }),
+        items=Table(
+            {
+                "item_key": np.array(sorted(item_index, key=item_index.__getitem__)),
+                "title": np.array(titles),
+                "text": np.array(
+                    [f"{p}. {b}".strip(". ") for p, b in zip(paths, brands, strict=True)]
+                ),
+                "category": category.astype(np.int16),
+                "brand": np.where(np.array(brands) == "", -1, brand).astype(np.int32),
+                "price_bucket": np.full(n_items, -1, dtype=np.int8),
+                "quality": np.full(n_items, np.nan, dtype=np.float32),
+            }
+        ),
         queries=Table({"text": np.array(["", *query_texts]), "category": query_category}),
-        users=Table({"user_key": np.array(user_keys), "age": unknown, "gender": unknown,
-                     "city_tier": unknown}),
-        pairs=Table({
-            "query_id": np.array([q for q, _ in keys], dtype=np.int32),
-            "item_id": np.array([i for _, i in keys], dtype=np.int32),
-            "relevance": np.array([pair_level[k] for k in keys], dtype=np.int8),
-        }),
+        users=Table(
+            {
+                "user_key": np.array(user_keys),
+                "age": unknown,
+                "gender": unknown,
+                "city_tier": unknown,
+            }
+        ),
+        pairs=Table(
+            {
+                "query_id": np.array([q for q, _ in keys], dtype=np.int32),
+                "item_id": np.array([i for _, i in keys], dtype=np.int32),
+                "relevance": np.array([pair_level[k] for k in keys], dtype=np.int8),
+            }
+        ),
         impressions=Table(impressions),
         clicks=Table(clicks),
         meta={

@@ -5,7 +5,8 @@ structure (docs/DATA.md):
 
     P(click) = P(examine | position) * sigmoid(a)
     P(examine | position) = (1 + position) ** -examination_decay
-    a = intercept + s[u, d(q)] * relevance_effect[rel] + interest_weight * log(C * interest[u, c(i)])
+    a = intercept + s[u, d(q)] * relevance_effect[rel]
+        + interest_weight * log(C * interest[u, c(i)])
         + quality_weight * quality[i] - price_weight * |price[i] - price_pref[u]|
 
 where s[u, d] is the user's relevance sensitivity for the query's department (PRECTR 4.5: users
@@ -136,9 +137,7 @@ def simulate_users(
     )
 
 
-def show_lists(
-    rng: np.random.Generator, prior: FloatArray, list_length: int
-) -> IntArray:
+def show_lists(rng: np.random.Generator, prior: FloatArray, list_length: int) -> IntArray:
     """The production ranker's lists: Gumbel top-k over prior scores, shape (S, list_length).
 
     Rows of ``prior`` hold one request's candidate scores, -inf for padding. The result is the

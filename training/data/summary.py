@@ -22,7 +22,7 @@ def summarize(world: World) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "source": world.meta.get("source"),
         "impressions": imp.n_rows,
-        "requests": int(len(np.unique(imp["request_id"]))),
+        "requests": len(np.unique(imp["request_id"])),
         "users": world.users.n_rows,
         "queries": world.queries.n_rows - 1,  # row 0 is the empty query
         "items": world.items.n_rows,
@@ -49,8 +49,10 @@ def summarize(world: World) -> dict[str, Any]:
     test = (split == 2) & np.isfinite(p_click)
     if np.any(test):
         summary["oracle_test_auc"] = auc(click[test], p_click[test])
-    if "sensitivity" in world.users and "click_model" in world.meta and "category_department" in (
-        world.meta
+    if (
+        "sensitivity" in world.users
+        and "click_model" in world.meta
+        and "category_department" in (world.meta)
     ):
         summary["oracle_without"] = oracle_ablation(world)
     return summary
@@ -72,11 +74,13 @@ def oracle_ablation(world: World) -> dict[str, float]:
     factors = {
         "relevance": imp["relevance"][test].astype(np.int64),
         "sensitivity": sensitivity[user, department[np.maximum(query_category, 0)]],
-        "interest": world.users["interest"][user, world.items["category"][item].astype(np.int64)]
-        .astype(np.float64),
+        "interest": world.users["interest"][
+            user, world.items["category"][item].astype(np.int64)
+        ].astype(np.float64),
         "quality": world.items["quality"][item].astype(np.float64),
-        "price_gap": np.abs(world.items["price_bucket"][item].astype(np.float64)
-                            - world.users["price_pref"][user]),
+        "price_gap": np.abs(
+            world.items["price_bucket"][item].astype(np.float64) - world.users["price_pref"][user]
+        ),
     }
     examination = model.examination(imp["position"][test])
     click = imp["click"][test]
@@ -89,9 +93,7 @@ def oracle_ablation(world: World) -> dict[str, float]:
     out["relevance"] = oracle_auc(relevance=np.full(len(test), -1))
     for name in ("sensitivity", "interest", "quality", "price_gap"):
         out[name] = oracle_auc(**{name: np.full(len(test), factors[name].mean())})
-    out["sensitivity_by_department"] = oracle_auc(
-        sensitivity=sensitivity.mean(axis=1)[user]
-    )
+    out["sensitivity_by_department"] = oracle_auc(sensitivity=sensitivity.mean(axis=1)[user])
     return out
 
 
@@ -117,9 +119,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         + "  ".join(f"{name}: {rows:,}" for name, rows in summary["split_rows"].items()),
     ]
     if "oracle_test_auc" in summary:
-        lines.append(f"oracle AUC    {summary['oracle_test_auc']:.4f} (planted P(click), test split)")
+        lines.append(
+            f"oracle AUC    {summary['oracle_test_auc']:.4f} (planted P(click), test split)"
+        )
     if "oracle_without" in summary:
-        lines.append("oracle w/o    " + "  ".join(
-            f"{name}: {value:.4f}" for name, value in summary["oracle_without"].items()
-            if name != "full"))
+        lines.append(
+            "oracle w/o    "
+            + "  ".join(
+                f"{name}: {value:.4f}"
+                for name, value in summary["oracle_without"].items()
+                if name != "full"
+            )
+        )
     return "\n".join(lines)

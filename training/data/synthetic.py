@@ -18,7 +18,6 @@ import numpy as np
 from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH, normalize_text
 from training.data.simulate import (
     ClickModel,
-    FloatArray,
     IntArray,
     pick_rows,
     session_times,
@@ -52,12 +51,27 @@ class WorldConfig:
 
 
 _SIZES: dict[str, WorldConfig] = {
-    "tiny": WorldConfig(queries_per_category=6, items_per_category=30, pool_size=16,
-                        n_users=400, n_impressions=40_000),
-    "default": WorldConfig(queries_per_category=80, items_per_category=400, pool_size=24,
-                           n_users=12_000, n_impressions=1_200_000),
-    "large": WorldConfig(queries_per_category=250, items_per_category=2_000, pool_size=32,
-                         n_users=150_000, n_impressions=12_000_000),
+    "tiny": WorldConfig(
+        queries_per_category=6,
+        items_per_category=30,
+        pool_size=16,
+        n_users=400,
+        n_impressions=40_000,
+    ),
+    "default": WorldConfig(
+        queries_per_category=80,
+        items_per_category=400,
+        pool_size=24,
+        n_users=12_000,
+        n_impressions=1_200_000,
+    ),
+    "large": WorldConfig(
+        queries_per_category=250,
+        items_per_category=2_000,
+        pool_size=32,
+        n_users=150_000,
+        n_impressions=12_000_000,
+    ),
 }
 
 
@@ -194,8 +208,10 @@ class _Generator:
                 "text": np.array(texts),
                 "category": np.array([p.category for p in products], dtype=np.int16),
                 "brand": np.array(
-                    [self.department[p.category] * cfg.brands_per_department + p.brand
-                     for p in products],
+                    [
+                        self.department[p.category] * cfg.brands_per_department + p.brand
+                        for p in products
+                    ],
                     dtype=np.int32,
                 ),
                 "price_bucket": rng.integers(0, 5, n).astype(np.int8),
@@ -304,7 +320,9 @@ class _Generator:
         taste = interest[user] + np.where(is_search, 0.25, 0.0)[:, None]
         category = pick_rows(rng, taste)
         popularity = 1.0 / np.arange(1, cfg.queries_per_category + 1) ** 0.8
-        rank_in_category = pick_rows(rng, np.broadcast_to(popularity, (n_sessions, len(popularity))))
+        rank_in_category = pick_rows(
+            rng, np.broadcast_to(popularity, (n_sessions, len(popularity)))
+        )
         query = np.where(
             is_search, 1 + category * cfg.queries_per_category + rank_in_category, EMPTY_QUERY_ID
         )
@@ -348,4 +366,3 @@ class _Generator:
             quality=quality[item],
             price_gap=price_gap,
         )
-

@@ -29,7 +29,8 @@ class Category:
 _CATALOGUE: dict[str, dict[str, str]] = {
     "home": {
         "furniture": "sofa|couch|settee, armchair|lounge chair, recliner, ottoman|footstool, "
-        "bookshelf|bookcase, coffee table, dining chair, bench, wardrobe|closet, desk|writing table",
+        "bookshelf|bookcase, coffee table, dining chair, bench, wardrobe|closet, "
+        "desk|writing table",
         "bedding": "duvet|comforter, pillow|cushion, bed sheet|fitted sheet, blanket|throw, "
         "mattress topper|mattress pad, pillowcase, quilt|bedspread, bed skirt, weighted blanket, "
         "sleeping mask",
@@ -121,15 +122,52 @@ _CATALOGUE: dict[str, dict[str, str]] = {
 
 #: Attributes any product may carry; queries name them as modifiers ("red", "wooden").
 ATTRIBUTES: tuple[str, ...] = (
-    "red", "blue", "black", "white", "green", "grey", "pink", "yellow", "brown", "beige",
-    "wooden", "leather", "cotton", "steel", "plastic", "glass", "wool", "bamboo", "silk", "velvet",
-    "small", "large", "compact", "portable", "waterproof", "vintage", "modern", "premium",
-    "lightweight", "foldable",
+    "red",
+    "blue",
+    "black",
+    "white",
+    "green",
+    "grey",
+    "pink",
+    "yellow",
+    "brown",
+    "beige",
+    "wooden",
+    "leather",
+    "cotton",
+    "steel",
+    "plastic",
+    "glass",
+    "wool",
+    "bamboo",
+    "silk",
+    "velvet",
+    "small",
+    "large",
+    "compact",
+    "portable",
+    "waterproof",
+    "vintage",
+    "modern",
+    "premium",
+    "lightweight",
+    "foldable",
 )
 
 #: Invented brand names, a dozen per department: lexical signals MiniLM knows nothing about.
 _BRAND_SYLLABLES: tuple[str, ...] = (
-    "vel", "tor", "mar", "kin", "sol", "dra", "lum", "zen", "pax", "ori", "bel", "quin",
+    "vel",
+    "tor",
+    "mar",
+    "kin",
+    "sol",
+    "dra",
+    "lum",
+    "zen",
+    "pax",
+    "ori",
+    "bel",
+    "quin",
 )
 
 
@@ -154,7 +192,9 @@ def department_brands(department_index: int, per_department: int = 12) -> tuple[
     syllables = _BRAND_SYLLABLES
     n = len(syllables)
     return tuple(
-        (syllables[(department_index + i) % n] + syllables[(3 * department_index + 5 * i + 1) % n])
-        .capitalize()
+        (
+            syllables[(department_index + i) % n]
+            + syllables[(3 * department_index + 5 * i + 1) % n]
+        ).capitalize()
         for i in range(per_department)
     )

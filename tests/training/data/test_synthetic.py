@@ -44,11 +44,16 @@ def test_every_search_impression_is_a_labelled_pair(world: World) -> None:
     search = imp["query_id"] != EMPTY_QUERY_ID
     labelled = {
         (q, i): r
-        for q, i, r in zip(world.pairs["query_id"], world.pairs["item_id"], world.pairs["relevance"],
-                           strict=True)
+        for q, i, r in zip(
+            world.pairs["query_id"], world.pairs["item_id"], world.pairs["relevance"], strict=True
+        )
     }
-    for q, i, r in zip(imp["query_id"][search][:5000], imp["item_id"][search][:5000],
-                       imp["relevance"][search][:5000], strict=True):
+    for q, i, r in zip(
+        imp["query_id"][search][:5000],
+        imp["item_id"][search][:5000],
+        imp["relevance"][search][:5000],
+        strict=True,
+    ):
         assert labelled[(q, i)] == r
     assert np.all(imp["relevance"][~search] == -1)
     assert 0.05 < np.mean(~search) < 0.3  # some recommendation requests, no query
