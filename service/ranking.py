@@ -354,9 +354,27 @@ async def _rank(
         "items": items,
         "timing_ms": timings,
         "degraded": degraded,
+        "resolution": resolution(features),
         "index_version": features.index_version or None,
     }
     return response, timings
+
+
+#: The response's name of each way the lexical matcher resolves a query.
+_RESOLUTION = {"exact": "exact", "nearest": "borrowed", "none": "none", "empty": "empty"}
+
+
+def resolution(features: RequestFeatures) -> dict[str, Any]:
+    """How the request's query was resolved and whether its user was known (the response's
+    ``resolution``): a client can tell an answer about a known query from a guess."""
+    match = features.query.match
+    borrowed = match.kind == "nearest"
+    return {
+        "query": _RESOLUTION[match.kind],
+        "borrowed_from": match.matched_text if borrowed else None,
+        "similarity": round(match.similarity, 4) if borrowed else None,
+        "user_known": features.user.known,
+    }
 
 
 def past_deadline(deadline: float, deadline_ms: float) -> None:

@@ -10,7 +10,7 @@ import json
 import operator
 import re
 from collections import Counter
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -230,10 +230,27 @@ class ModelRef(BaseModel):
     arm: str
 
 
+#: How a request's query text was resolved against the index's known queries.
+QueryResolution = Literal["exact", "borrowed", "none", "empty"]
+
+
+class Resolution(BaseModel):
+    """What the index knew of the request: its query (``exact``: a known query; ``borrowed``:
+    the lexically nearest known query ``borrowed_from`` at ``similarity`` stood in for it;
+    ``none``: nothing close enough, the query's vector and id are unknown; ``empty``: a
+    recommendation request) and its user."""
+
+    query: QueryResolution
+    borrowed_from: str | None = None
+    similarity: float | None = None
+    user_known: bool
+
+
 class RankResponse(BaseModel):
     request_id: str
     model: ModelRef
     items: list[RankedItem]
     timing_ms: dict[str, float]
     degraded: list[str]
+    resolution: Resolution
     index_version: str | None = None

@@ -48,6 +48,39 @@ def serving(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+def test_every_answer_says_how_its_query_was_resolved_and_whether_its_user_was_known(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    """An unresolved query and a borrowed one used to look like an exact one: the response
+    now says which it was (and from what and how close, when borrowed), and whether the index
+    knew the user."""
+    known = _request(tiny_snapshot)
+    matcher = tiny_snapshot.query_matcher()
+    paraphrase = next(
+        variant
+        for text in (tiny_snapshot.query_text[r] for r in range(1, len(tiny_snapshot.query_text)))
+        for variant in (f"{text} today", " ".join(text.split()[:-1]) + " thing")
+        if matcher.match(variant).kind == "nearest"
+    )
+    cases = {
+        "exact": known,
+        "borrowed": {**known, "query": paraphrase},
+        "none": {**known, "query": "zzqx vvkp"},
+        "empty": {**known, "query": ""},
+    }
+    with serving(make_settings()) as client:
+        answers = {name: client.post("/rank", json=body).json() for name, body in cases.items()}
+        stranger = client.post("/rank", json={**known, "user_id": "never-seen"}).json()
+    for name, answer in answers.items():
+        assert answer["resolution"]["query"] == name, answer["resolution"]
+        assert answer["resolution"]["user_known"] is True
+    borrowed = answers["borrowed"]["resolution"]
+    assert borrowed["borrowed_from"] == matcher.match(paraphrase).matched_text
+    assert 0 < borrowed["similarity"] < 1
+    assert answers["exact"]["resolution"]["borrowed_from"] is None
+    assert stranger["resolution"]["user_known"] is False
+
+
 @pytest.mark.parametrize("model", ["prectr", "vanilla"])
 def test_happy_path_ranks_every_candidate(
     make_settings: MakeSettings, tiny_snapshot: Snapshot, model: str
