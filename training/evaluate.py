@@ -127,8 +127,11 @@ def relevance_score_at_k(
     query_vectors: Array,
     item_vectors: Array,
     k: int = 10,
-) -> float:
-    """Mean cosine between each query and its top-k items by model score (Eq. 13).
+) -> tuple[float, int, int]:
+    """Mean cosine between each query and its top-k items by model score (Eq. 13); with the
+    number of queries whose top k a model can change (more than k distinct items shown) and
+    the number of queries. On data where most queries show at most k items, every model gets
+    the same score: the count says how much of the data the figure can see.
 
     Each (query, item) pair is ranked by its mean score over the rows given; queries with id 0
     (no query) are skipped. Vectors are the language model's (MiniLM) query and item vectors.
@@ -145,9 +148,12 @@ def relevance_score_at_k(
     cosines: list[float] = []
     order = np.lexsort((-mean_score, pair_query))
     bounds = np.flatnonzero(np.diff(pair_query[order])) + 1
+    queries = moving = 0
     for rows in np.split(order, bounds):
         if len(rows) == 0:
             continue
+        queries += 1
+        moving += len(rows) > k
         top = rows[:k]
         cosines.extend((iv[pair_item[top]] @ qv[pair_query[top[0]]]).tolist())
-    return float(np.mean(cosines)) if cosines else float("nan")
+    return (float(np.mean(cosines)) if cosines else float("nan")), moving, queries

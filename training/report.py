@@ -120,6 +120,7 @@ def run_report(
             runs.setdefault(name, []).append(json.loads(metrics_path.read_text()))
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
     report = summarize_runs(runs, seeds)
+    report.update(relevance_score_coverage(runs))
     # The runs' own training time, summed: the cost of the whole report from scratch, also when
     # this call reused finished runs.
     report.update({"data": str(data_dir), "label": label, "minutes": round(seconds / 60, 1)})
@@ -209,6 +210,21 @@ def compare(
         **difference.as_dict(),
         "verdict": difference.verdict(metric not in LOWER_IS_BETTER, better),
     }
+
+
+def relevance_score_coverage(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """How many test queries Relevance Score@10 can see (more than 10 distinct items shown),
+    from the first run that counted them (a fact of the world, the same in every run)."""
+    for per_seed in runs.values():
+        for metrics in per_seed:
+            if "relevance_score_queries" in metrics:
+                return {
+                    "relevance_score_coverage": {
+                        "queries_moving": int(metrics["relevance_score_queries_moving"]),
+                        "queries": int(metrics["relevance_score_queries"]),
+                    }
+                }
+    return {}
 
 
 def summarize_runs(runs: dict[str, list[dict[str, float]]], seeds: Sequence[int]) -> dict[str, Any]:
@@ -315,7 +331,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Mean ± std over seeds. Request AUC: click AUC within each request with a click and a "
         "non-click; NDCG@10: per request against the graded relevance labels; Relevance "
-        "Score@10: Eq. 13 with MiniLM vectors. Training every run took "
+        "Score@10: Eq. 13 with MiniLM vectors"
+        + _coverage_note(report.get("relevance_score_coverage"))
+        + ". Training every run took "
         f"{report.get('minutes', '?')} minutes (the sum of the runs' own times).",
         "",
         f"Comparisons: {report.get('interval', 'paired t-interval over seeds, 95%')}; "
@@ -357,6 +375,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _ablation_verdicts(report.get("vs_prectr", {}))
     lines += _epoch_table(report.get("epochs", {}))
     return "\n".join(lines)
+
+
+def _coverage_note(coverage: dict[str, int] | None) -> str:
+    if not coverage:
+        return ""
+    return (
+        f" (a model can change the top 10 only of queries with more than 10 distinct items "
+        f"shown: {coverage['queries_moving']:,} of the {coverage['queries']:,} test queries "
+        "here; NDCG@10 covers every request)"
+    )
 
 
 def _comparison_table(

@@ -266,6 +266,13 @@ def score_metrics(
     click, request = labels["click"][rows], labels["request"][rows]
     request_click_auc, auc_requests = request_auc(click, scores, request)
     ndcg, ndcg_requests = ndcg_at_k(labels["relevance"][rows], scores, request, k=10)
+    relevance_score, moving, queries = relevance_score_at_k(
+        labels["query"][rows],
+        features.item_id[rows],
+        scores,
+        np.asarray(minilm_queries, dtype=np.float32),
+        np.asarray(minilm_items, np.float32),
+    )
     return {
         "auc": auc(click, scores),
         "gauc": gauc(click, scores, labels["user"][rows]),
@@ -274,13 +281,9 @@ def score_metrics(
         "request_auc_requests": auc_requests,
         "ndcg_at_10": ndcg,
         "ndcg_requests": ndcg_requests,
-        "relevance_score_at_10": relevance_score_at_k(
-            labels["query"][rows],
-            features.item_id[rows],
-            scores,
-            np.asarray(minilm_queries, dtype=np.float32),
-            np.asarray(minilm_items, np.float32),
-        ),
+        "relevance_score_at_10": relevance_score,
+        "relevance_score_queries_moving": moving,
+        "relevance_score_queries": queries,
     }
 
 

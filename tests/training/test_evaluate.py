@@ -31,4 +31,19 @@ def test_relevance_score_takes_each_querys_top_items() -> None:
     scores = np.array([0.9, 0.8, 0.1, 0.99])
     # Top-2 for query 1: items 0 (cos 1) and 1 (cos 0); the no-query row is ignored.
     got = relevance_score_at_k(query_ids, item_ids, scores, query_vectors, item_vectors, k=2)
-    assert got == 0.5
+    assert got == (0.5, 1, 1)  # query 1 shows 3 items: its top 2 can move
+
+
+def test_relevance_score_counts_the_queries_whose_top_k_cannot_move() -> None:
+    """On data where queries show k items or fewer every model gets the same score; the count
+    of queries with more than k items says how much of the data the figure sees."""
+    vectors = np.eye(3)
+    query_ids = np.array([1, 1, 1, 2, 2])
+    item_ids = np.array([0, 1, 2, 0, 1])
+    one = relevance_score_at_k(
+        query_ids, item_ids, np.array([3, 2, 1, 2, 1.0]), vectors, vectors, 2
+    )
+    other = relevance_score_at_k(
+        query_ids, item_ids, np.array([1, 2, 3, 1, 2.0]), vectors, vectors, 2
+    )
+    assert one[1:] == other[1:] == (1, 2)  # query 2 (2 items) is the same in every ranking
