@@ -12,8 +12,10 @@ The arrays are built by the contract's own encoders (`FeatureField.encode`, `rel
   model trained on zeros there, not on the approximator's guess).
 
 Items the index lacks take values from the request's ``features`` where given (category, brand,
-price bucket, title, text), else defaults. The display position is no input: training learns
-its bias apart from the model, so the served function is the one evaluated offline.
+price bucket, title, text), else defaults; their id is the missing bucket and their item and
+pair vectors zeros, as training shows such items (`ImpressionFeatures.hide_items`). The display
+position is no input: training learns its bias apart from the model, so the served function is
+the one evaluated offline.
 """
 
 from __future__ import annotations
@@ -141,10 +143,13 @@ class Assembler:
             "is_search": fields["is_search"].encode_one(int(is_search)),
             "hour": fields["hour"].encode_one(hour),
         }
+        # An item the index lacks gets the missing id bucket: models trained with hidden
+        # items (train.unknown_item_share) learnt it as "unknown"; its own id's bucket would be
+        # one no training row updated.
+        item_id_bucket = fields["item_id"].buckets_of_hashes(c.id_hash)
+        item_id_bucket[~c.item_known] = MISSING_BUCKET
         per_item = {
-            "item_id": self._hashed_column(
-                "item_id", c.id_hash, c.item_known, item_ids.__getitem__
-            ),
+            "item_id": item_id_bucket,
             "item_brand": self._hashed_column(
                 "item_brand",
                 c.brand_hash,
@@ -175,7 +180,9 @@ class Assembler:
         history_pair[0, :length] = u.history_pair_vec[-length:] if length else 0.0
         mask = np.zeros((1, HISTORY_LENGTH), dtype=bool)
         mask[0, :length] = True
-        pair_known = c.pair_known | (not is_search)  # recommendation: zeros are the truth
+        # Recommendation: zeros are the truth. An unknown item: zeros, as training hid items;
+        # the approximator guesses a pair from the item's vector, which an unknown item lacks.
+        pair_known = c.pair_known | (not is_search) | ~c.item_known
         inputs: Arrays = {
             "categorical": categorical,
             "dense": dense,

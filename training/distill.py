@@ -182,11 +182,14 @@ def run_elec(
         cfg.train.patience,
         {"vanilla": vanilla, "gain": gain, "gain_position": towers[0], "position": towers[1]},
     )
+    hiding_rng = np.random.default_rng([cfg.train.seed, 1])  # as run_training's
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train, cfg.train.batch_size, rng)
         total = 0.0
         for rows in tqdm(batches, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}"):
             batch = features.batch(rows)
+            if cfg.train.unknown_item_share:
+                features.hide_items(batch, hiding_rng, cfg.train.unknown_item_share)
             with torch.no_grad():
                 teacher_input = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
             optimizer.zero_grad()

@@ -33,6 +33,7 @@ from torch import Tensor
 from service.contract import (
     EMPTY_QUERY_ID,
     HISTORY_LENGTH,
+    MISSING_BUCKET,
     FeatureSpec,
     relevance_features,
     tokenize,
@@ -207,3 +208,31 @@ class ImpressionFeatures:
 
     def rows_of_split(self, split: int) -> Array:
         return np.flatnonzero(self.world.impressions["split"] == split)
+
+    def hide_items(self, batch: Batch, rng: np.random.Generator, share: float) -> int:
+        """Show ``share`` of the batch's rows to the model as the service shows an item its
+        index lacks, in place; returns how many.
+
+        The service gives such an item the missing id bucket, no item vector and no pair
+        vector (the index holds neither). Half of the hidden rows keep what a request may
+        supply for an unknown item (category, brand, price bucket, and the lexical features
+        of its title and text); the other half lose those too, as an unknown item sent with
+        no features. Trained this way, the missing bucket means "unknown", a calibrated
+        guess, instead of an embedding no row ever updated (an unknown item without features
+        outranked relevant known ones)."""
+        n = batch["categorical"].shape[0]
+        hidden = rng.random(n) < share
+        bare = hidden & (rng.random(n) < 0.5)
+        columns = {name: k for k, name in enumerate(self.categorical_names)}
+        rows, bare_rows = (
+            torch.from_numpy(np.flatnonzero(hidden)),
+            torch.from_numpy(np.flatnonzero(bare)),
+        )
+        batch["categorical"][rows, columns["item_id"]] = MISSING_BUCKET
+        for name in ("item_brand", "item_category", "item_price_bucket"):
+            batch["categorical"][bare_rows, columns[name]] = MISSING_BUCKET
+        relevance = [self.dense_names.index(name) for name in self.spec.relevance_features]
+        batch["dense"][bare_rows[:, None], torch.tensor(relevance)[None, :]] = 0.0
+        batch["item_vec"][rows] = 0.0
+        batch["pair_vec"][rows] = 0.0
+        return int(hidden.sum())

@@ -46,9 +46,10 @@ TABLE2: tuple[str, ...] = (
     "prectr_no_incentive",
     "prectr",
     "prectr_pwiser",
+    "prectr_unknown_items",
 )
 #: Rows of Table 2 that add to PRECTR rather than take from it: compared as "better than PRECTR".
-VARIANTS: tuple[str, ...] = ("prectr_pwiser",)
+VARIANTS: tuple[str, ...] = ("prectr_pwiser", "prectr_unknown_items")
 #: Metrics of each run, as `training.train.score_metrics` names them.
 METRICS: tuple[str, ...] = (
     "auc",

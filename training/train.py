@@ -68,6 +68,9 @@ class TrainSection(_Section):
     weight_decay: float = 0.0
     patience: int = 2
     max_train_rows: int | None = None
+    # Share of training rows shown as items the index lacks (ImpressionFeatures.hide_items),
+    # so that an unknown candidate scores as "unknown", not as an untrained embedding.
+    unknown_item_share: float = Field(0.0, ge=0.0, lt=1.0)
     eval_batch_size: int = 8192
     threads: int | None = None
 
@@ -426,6 +429,8 @@ def run_training(
         trainable = nn.parallel.DistributedDataParallel(trainable)
 
     stopper = EarlyStopping(cfg.name, cfg.train.patience, {"model": model, "position": tower})
+    # Its own stream: a share of 0 leaves the batch order of every earlier run unchanged.
+    hiding_rng = np.random.default_rng([cfg.train.seed, 1])
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train_rows, cfg.train.batch_size, rng)
         batches = batches[: len(batches) - len(batches) % world_size][rank::world_size]
@@ -435,6 +440,8 @@ def run_training(
         total = 0.0
         for rows in bar:
             batch = features.batch(rows)
+            if cfg.train.unknown_item_share:
+                features.hide_items(batch, hiding_rng, cfg.train.unknown_item_share)
             optimizer.zero_grad()
             loss = training_loss(trainable(batch), batch, cfg, is_prectr)
             loss.backward()  # type: ignore[no-untyped-call]
