@@ -77,6 +77,15 @@ def main(command: str, argv: Sequence[str]) -> int:
         )
         for parity in result.parity.values():
             print(parity.describe())
+        for part, check in (result.package.manifest.approximator or {}).items():
+            print(
+                f"pair approximator ({part}, {check['pairs']:,} pairs): expected relevance "
+                f"level {check['level_bias']:+.3f} off the real pair's on average (mean abs "
+                f"{check['level_mean_abs_error']:.3f}); against the labels "
+                f"{check['label_mae_approximated']:.3f} vs {check['label_mae_real']:.3f} with "
+                f"the real pair; cosine {check['cosine']:.3f}, centred "
+                f"{check['centred_cosine']:.3f}"
+            )
         print(f"wrote {result.package.folder} in {result.seconds:.1f}s")
         print(
             f"manifest SHA-256 {result.package.manifest_sha256} (pin it in /admin/reload); "

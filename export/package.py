@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.approximator_check import approximator_report
 from export.onnx import export_graph, input_specs, output_specs, random_inputs, served_module
 from export.parity import BOUNDS, ParityResult, check_parity
 from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH
@@ -38,8 +39,9 @@ from service.package import (
     write_manifest,
 )
 from training.data.tables import World
+from training.models.prectr import PRECTR
 from training.models.text_tower import PairApproximator
-from training.tower import tower_folder
+from training.tower import load_reduced, tower_folder
 from training.train import SavedRun, git_sha, load_saved_run
 
 log = logging.getLogger(__name__)
@@ -150,7 +152,14 @@ def export_run(
             )
         run.spec.save(staging / SPEC_FILE)
         manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
-        manifest = manifest.model_copy(update={"empty_query_share": empty_query_share(world_dir)})
+        checks: dict[str, Any] = {"empty_query_share": empty_query_share(world_dir)}
+        if approximator is not None:
+            assert isinstance(run.model, PRECTR)  # family_of and served_module checked it
+            world = World.load(world_dir, mmap=True)
+            reduced = load_reduced(tower_folder(world_dir, run.config.text_tower))
+            checks["approximator"] = approximator_report(run.model, approximator, world, reduced)
+            log.info("%s: pair approximator %s", name, checks["approximator"])
+        manifest = manifest.model_copy(update=checks)
         write_manifest(staging, manifest)
         if key is not None:
             sign_package(staging, key)

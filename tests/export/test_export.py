@@ -159,3 +159,20 @@ def test_packages_are_immutable(tiny_exports: dict[str, Any]) -> None:
     run_dir = Path(package.manifest.training["run_dir"])
     with pytest.raises(ExportError, match="immutable"):
         export_run(run_dir, root, version="1")
+
+
+def test_the_pair_approximator_is_judged_by_the_relevance_it_implies(
+    tiny_exports: dict[str, Any],
+) -> None:
+    """Cosine hid it (pair vectors share a large common direction): an approximated pair was
+    read as far more relevant than its real pair. Export states, for the served PRECTR, how far
+    the expected relevance level read from approximated vectors lies from the one read from the
+    real vectors, and the mean bias is bounded."""
+    report = tiny_exports["prectr"].package.manifest.approximator
+    assert report is not None and tiny_exports["vanilla"].package.manifest.approximator is None
+    check = report["in_sample"]
+    print(f"tiny world approximator: {check}")
+    assert check["pairs"] > 0
+    assert abs(check["level_bias"]) < 0.25  # in relevance levels (0..3)
+    assert check["level_mean_abs_error"] >= abs(check["level_bias"])
+    assert check["centred_cosine"] < check["cosine"]  # the common direction flatters the cosine
