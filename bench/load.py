@@ -16,6 +16,10 @@ from bench.measure import stats
 from bench.requests import Body
 
 
+class _StaleConnection(ConnectionError):
+    """A kept-alive connection failed before any byte of an answer: the server had closed it."""
+
+
 class HttpClient:
     """A lean HTTP/1.1 client for open-loop load: keep-alive connections from a pool, requests
     written as prepared bytes, answers read by Content-Length.
@@ -50,25 +54,54 @@ class HttpClient:
         return reader, writer
 
     async def send(self, request: bytes) -> tuple[int, bytes, float]:
-        """Status and body of one prepared request, and the loop time it was written at."""
+        """Status and body of one prepared request, and the loop time it was written at.
+
+        A kept-alive connection the server has closed meanwhile (its keep-alive timeout) is
+        not used, and one that fails before any answer byte is retried once on a new
+        connection, as every HTTP client does: the race is the transport's, not the
+        service's."""
         async with self.slots:
-            reader, writer = self.idle.pop() if self.idle else await self._connect()
-            written = asyncio.get_running_loop().time()
-            try:
-                writer.write(request)
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").lower().split("\r\n")
-                fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-                body = await reader.readexactly(int(fields.get("content-length", "0")))
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                writer.close()
-                raise
-            if fields.get("connection") == "close":
-                writer.close()
-            else:
-                self.idle.append((reader, writer))
-            return int(lines[0].split()[1]), body, written
+            reused = self._idle_connection()
+            if reused is not None:
+                try:
+                    return await self._exchange(*reused, request)
+                except _StaleConnection:
+                    pass
+            return await self._exchange(*await self._connect(), request)
+
+    def _idle_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes, float]:
+        written = asyncio.get_running_loop().time()
+        try:
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (OSError, asyncio.IncompleteReadError) as err:
+            writer.close()
+            if isinstance(err, asyncio.IncompleteReadError) and err.partial:
+                raise  # the server answered in part: a real failure
+            raise _StaleConnection from err
+        lines = head.decode("latin-1").lower().split("\r\n")
+        fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        try:
+            body = await reader.readexactly(int(fields.get("content-length", "0")))
+        except (OSError, asyncio.IncompleteReadError):
+            writer.close()
+            raise
+        if fields.get("connection") == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return int(lines[0].split()[1]), body, written
 
     def close(self) -> None:
         for _, writer in self.idle:
