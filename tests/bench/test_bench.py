@@ -99,3 +99,39 @@ def test_each_round_gives_every_slot_another_request_and_alternatives_take_turns
         assert len({k for _, k in round_}) == 3  # no request read twice in one round
     assert len(samples.values["client a"]) == len(samples.values["client b"]) == 10
     assert len(samples.values["service"]) == 20
+
+
+def test_the_load_generator_survives_a_keep_alive_connection_the_server_closed() -> None:
+    """A server that closes each connection after answering (as uvicorn does once its
+    keep-alive timeout passes) made the lean client count transport errors: it must open a
+    new connection instead, and it never reuses a connection that said `Connection: close`."""
+    import asyncio
+
+    from bench.load import HttpClient
+
+    answered: list[bytes] = []
+
+    async def serve_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answered.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # no Connection: close header: the client finds out by the FIN
+
+    async def run() -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(serve_once, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpClient("127.0.0.1", port)
+        results = []
+        for k in range(3):
+            status, body, _ = await client.send(HttpClient.prepare("/rank", b'{"k": %d}' % k))
+            results.append((status, body))
+            await asyncio.sleep(0.05)  # the FIN arrives while the connection idles
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return results
+
+    assert asyncio.run(run()) == [(200, b"ok")] * 3
+    assert answered == [b'{"k": 0}', b'{"k": 1}', b'{"k": 2}']
