@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 import uvicorn
@@ -22,6 +23,7 @@ import uvicorn
 from service.app import create_app
 from service.index.snapshot import Snapshot
 from service.settings import Settings
+from training.data.graded_csv import CsvColumns
 
 
 @pytest.fixture
@@ -185,3 +187,27 @@ def live_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def write_catalogue_csv(path: Path) -> None:
+    """30 queries x 12 products with ids like "SKU-00017"; every tenth product shares its
+    title with the one before (two products, one title), as real catalogues have."""
+    rng = np.random.default_rng(0)
+    lines = ["search_term,product_uid,product_title,relevance"]
+    for q in range(30):
+        for k in range(12):
+            uid = q * 12 + k
+            title = f"product {uid - 1 if uid % 10 == 0 and uid else uid} for need {q % 7}"
+            grade = round(float(rng.uniform(1, 3)), 2)
+            lines.append(f"need {q} query,SKU-{uid:05d},{title},{grade}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+#: How `write_catalogue_csv`'s columns map onto the importer's fields.
+CATALOGUE_COLUMNS = CsvColumns(
+    query="search_term",
+    title="product_title",
+    text=None,
+    grade="relevance",
+    item_id="product_uid",
+)

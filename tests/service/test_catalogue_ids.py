@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import redis
 from fastapi.testclient import TestClient
 
@@ -17,38 +16,19 @@ from service.index.loader import load_snapshot
 from service.index.snapshot import Snapshot
 from service.settings import Settings
 from tests.conftest import CONFIGS
-from training.data.graded_csv import Binning, CsvColumns, load_relevance_csv
+from tests.service.conftest import CATALOGUE_COLUMNS, write_catalogue_csv
+from training.data.graded_csv import Binning, load_relevance_csv
 from training.data.real import world_from_relevance
 from training.encode import EncodingCache, HashingTestEncoder, encode_world
 from training.train import load_config, load_saved_run, run_training
-
-
-def _catalogue_csv(path: Path) -> None:
-    """30 queries x 12 products with ids like "SKU-00017"; every tenth product shares its
-    title with the one before (two products, one title), as real catalogues have."""
-    rng = np.random.default_rng(0)
-    lines = ["search_term,product_uid,product_title,relevance"]
-    for q in range(30):
-        for k in range(12):
-            uid = q * 12 + k
-            title = f"product {uid - 1 if uid % 10 == 0 and uid else uid} for need {q % 7}"
-            grade = round(float(rng.uniform(1, 3)), 2)
-            lines.append(f"need {q} query,SKU-{uid:05d},{title},{grade}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def test_a_catalogue_with_its_own_ids_is_ranked_by_those_ids_through_redis(
     tmp_path: Path, redis_prefix: tuple[str, str]
 ) -> None:
     csv_path = tmp_path / "catalogue.csv"
-    _catalogue_csv(csv_path)
-    columns = CsvColumns(
-        query="search_term",
-        title="product_title",
-        text=None,
-        grade="relevance",
-        item_id="product_uid",
-    )
+    write_catalogue_csv(csv_path)
+    columns = CATALOGUE_COLUMNS
     labels, report = load_relevance_csv(
         csv_path, columns, binning=Binning.from_thresholds([1.5, 2, 2.5])
     )
