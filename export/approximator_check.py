@@ -51,11 +51,12 @@ def approximator_report(
     """The approximator by the relevance the served RSL reads from it: on held-out pairs (queries
     outside the training split) where the world has any, and on every pair (in-sample: the
     approximator was fitted on the training queries' pairs)."""
+    relevance = pair_relevance_features(world)  # (P, 5): the RSL's lexical inputs
     every = np.flatnonzero(world.pairs["query_id"] != 0)
-    report = {"in_sample": _measure(model, approximator, world, reduced, every)}
+    report = {"in_sample": _measure(model, approximator, world, reduced, relevance, every)}
     held_out = held_out_pairs(world)
     if len(held_out):
-        report["held_out"] = _measure(model, approximator, world, reduced, held_out)
+        report["held_out"] = _measure(model, approximator, world, reduced, relevance, held_out)
     return report
 
 
@@ -64,13 +65,14 @@ def _measure(
     approximator: PairApproximator,
     world: World,
     reduced: ReducedVectors,
+    relevance_of_pairs: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
 ) -> dict[str, float]:
     pairs = world.pairs
     query = torch.from_numpy(reduced.queries[pairs["query_id"][rows]].astype(np.float32))
     item = torch.from_numpy(reduced.items[pairs["item_id"][rows]].astype(np.float32))
     real = torch.from_numpy(reduced.pairs[rows].astype(np.float32))
-    relevance = torch.from_numpy(pair_relevance_features(world)[rows])
+    relevance = torch.from_numpy(relevance_of_pairs[rows])
     label = pairs["relevance"][rows].astype(np.float64)
     with torch.no_grad():
         approximated = approximator(query, item)

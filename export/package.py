@@ -86,9 +86,9 @@ def load_approximator(run: SavedRun, world_dir: Path) -> PairApproximator:
     return approximator.eval()
 
 
-def empty_query_share(world_dir: Path) -> float:
+def empty_query_share(world: World) -> float:
     """The share of the world's training impressions that are recommendation requests."""
-    impressions = World.load(world_dir, mmap=True).impressions
+    impressions = world.impressions
     train = impressions["split"] == 0
     return float(np.mean(impressions["query_id"][train] == EMPTY_QUERY_ID)) if train.any() else 0.0
 
@@ -152,10 +152,10 @@ def export_run(
             )
         run.spec.save(staging / SPEC_FILE)
         manifest = _manifest(run_dir, run, family, name, version, graphs, reference_inputs)
-        checks: dict[str, Any] = {"empty_query_share": empty_query_share(world_dir)}
+        world = World.load(world_dir, mmap=True)
+        checks: dict[str, Any] = {"empty_query_share": empty_query_share(world)}
         if approximator is not None:
             assert isinstance(run.model, PRECTR)  # family_of and served_module checked it
-            world = World.load(world_dir, mmap=True)
             reduced = load_reduced(tower_folder(world_dir, run.config.text_tower))
             checks["approximator"] = approximator_report(run.model, approximator, world, reduced)
             log.info("%s: pair approximator %s", name, checks["approximator"])

@@ -258,91 +258,76 @@ def load_relevance_csv(
     def cell(row: dict[str, str], column: str | None) -> str:
         return (row[column] or "").strip() if column else ""
 
-    pair_of: dict[tuple[str, str], int] = {}  # (normalized query, item identity) -> pair
-    first: list[dict[str, str]] = []  # each pair's first row
+    item_of: dict[str, int] = {}  # item identity (id, else title and text) -> item
+    items: list[dict[str, str]] = []  # each item's first row
+    titles: list[set[str]] = []  # every title each item was listed with
+    pair_of: dict[tuple[str, int], int] = {}  # (normalized query, item) -> pair
+    pair_query: list[str] = []
+    pair_item: list[int] = []
     grades: list[list[float]] = []
     rows_read = 0
     for line, row in enumerate(reader, start=2):
         rows_read += 1
-        query, title, item_id = cell(row, columns.query), cell(row, columns.title), ""
+        query, title, text = (cell(row, c) for c in (columns.query, columns.title, columns.text))
+        item_id = cell(row, columns.item_id)
         if not query or not title:
             raise DataFormatError(f"{path}: record {line} has an empty query or title")
-        if columns.item_id:
-            item_id = cell(row, columns.item_id)
-            if not item_id:
-                raise DataFormatError(f"{path}: record {line} has an empty item id")
+        if columns.item_id and not item_id:
+            raise DataFormatError(f"{path}: record {line} has an empty item id")
         try:
             grade = float(row[columns.grade])
         except (TypeError, ValueError) as err:
             raise DataFormatError(f"{path}: record {line}: grade {row[columns.grade]!r}") from err
-        identity = item_id or f"{title}\x1f{cell(row, columns.text)}"
-        key = (normalize_text(query), identity)
-        pair = pair_of.setdefault(key, len(first))
-        if pair == len(first):
-            first.append(
-                {
-                    "query": query,
-                    "item_id": item_id,
-                    "title": title,
-                    "text": cell(row, columns.text),
-                    "category": cell(row, columns.category),
-                    "brand": cell(row, columns.brand),
-                }
+        item = item_of.setdefault(item_id or f"{title}\x1f{text}", len(items))
+        if item == len(items):
+            category, brand = cell(row, columns.category), cell(row, columns.brand)
+            items.append(
+                {"id": item_id, "title": title, "text": text, "category": category, "brand": brand}
             )
+            titles.append(set())
+        titles[item].add(title)
+        pair = pair_of.setdefault((normalize_text(query), item), len(pair_query))
+        if pair == len(pair_query):
+            pair_query.append(query)
+            pair_item.append(item)
             grades.append([])
         grades[pair].append(grade)
 
     mean_grades = [float(np.mean(g)) for g in grades]
     levels = binning.levels(mean_grades)
-    conflicts = sum(1 for g in grades if len(g) > 1 and max(g) != min(g))
-
-    # Items: the catalogue's ids when the file has them, else one per distinct (title, text).
-    identities = [r["item_id"] or f"{r['title']}\x1f{r['text']}" for r in first]
-    item_index: dict[str, int] = {}
-    for identity in identities:
-        item_index.setdefault(identity, len(item_index))
-    first_row_of_item: dict[int, int] = {}
-    titles_of_id: dict[str, set[str]] = {}
-    for pair, identity in enumerate(identities):
-        first_row_of_item.setdefault(item_index[identity], pair)
-        titles_of_id.setdefault(identity, set()).add(first[pair]["title"])
-    item_rows = [first_row_of_item[i] for i in range(len(item_index))]
     keyed = columns.item_id is not None
-    item_titles = [first[r]["title"] for r in item_rows]
-    category, unknown_categories = _codes([first[r]["category"] for r in item_rows], CATEGORY_SLOTS)
-    brand, _ = _codes([first[r]["brand"] for r in item_rows], None)
-
+    item_titles = [item["title"] for item in items]
+    category_codes, unknown_categories = _codes([i["category"] for i in items], CATEGORY_SLOTS)
+    brand_codes, _ = _codes([i["brand"] for i in items], None)
     report = ImportReport(
         rows_read=rows_read,
-        rows_kept=len(first),
-        rows_merged=rows_read - len(first),
-        conflicts=conflicts,
+        rows_kept=len(pair_query),
+        rows_merged=rows_read - len(pair_query),
+        conflicts=sum(1 for g in grades if max(g) != min(g)),
         rule="the mean of their grades",
         binning=str(binning),
         level_counts=np.bincount(levels, minlength=RELEVANCE_LEVELS).tolist(),
-        items=len(item_index),
+        items=len(items),
         keyed_by=f"the {columns.item_id!r} column" if keyed else "title and text (ids i0..)",
-        ids_with_several_titles=sum(1 for t in titles_of_id.values() if len(t) > 1) if keyed else 0,
+        ids_with_several_titles=sum(len(t) > 1 for t in titles) if keyed else 0,
         titles_shared_by_ids=len(item_titles) - len(set(item_titles)) if keyed else 0,
         categories_unknown=unknown_categories,
     )
-    item_of_pair = np.array([item_index[i] for i in identities], dtype=np.int64)
-    item_key = [first[r]["item_id"] if keyed else f"i{k}" for k, r in enumerate(item_rows)]
     table = Table(
         {
-            "query": np.array([r["query"] for r in first]),
-            "item": item_of_pair,
+            "query": np.array(pair_query),
+            "item": np.array(pair_item, dtype=np.int64),
             "grade": np.array(mean_grades, dtype=np.float32),
             "level": levels,
         }
     )
-    items = Table(
+    catalogue = Table(
         {
-            "item_key": np.array(item_key),
+            "item_key": np.array([i["id"] if keyed else f"i{k}" for k, i in enumerate(items)]),
             "title": np.array(item_titles),
-            "text": np.array([first[r]["text"] for r in item_rows]),
-            "category": np.where(category >= 0, category, -1).astype(np.int16),
-            "brand": brand.astype(np.int32),
+            "text": np.array([i["text"] for i in items]),
+            "category": category_codes.astype(np.int16),
+            "brand": brand_codes.astype(np.int32),
         }
     )
-    return LabelledCatalogue(table, items), report
+    return LabelledCatalogue(table, catalogue), report
