@@ -1,9 +1,10 @@
 """Build a model package from a finished training run (see service/package.py for the format).
 
-Steps: rebuild the run's model; for PRECTR load its world's pair approximator; export the fp32
-graph (and the fp16 GPU variant); hold each graph to parity through the service's runner; run the
-reference inputs; write ``manifest.json``. Everything is written into a temporary folder that is
-renamed into place only when every step passed, so a failed export leaves no package behind.
+Steps: rebuild the run's model; for PRECTR load the pair approximator the run fitted to it;
+export the fp32 graph (and the fp16 GPU variant); hold each graph to parity through the service's
+runner; run the reference inputs; write ``manifest.json``. Everything is written into a temporary
+folder that is renamed into place only when every step passed, so a failed export leaves no
+package behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.approximator_check import approximator_report
 from export.onnx import export_graph, input_specs, output_specs, random_inputs, served_module
 from export.parity import BOUNDS, ParityResult, check_parity
 from service.contract import EMPTY_QUERY_ID, HISTORY_LENGTH
@@ -38,11 +38,12 @@ from service.package import (
     sign_package,
     write_manifest,
 )
+from training.approximator import PairInputs, approximator_report, held_out_queries
 from training.data.tables import World
 from training.models.prectr import PRECTR
 from training.models.text_tower import PairApproximator
-from training.tower import load_reduced, tower_folder
-from training.train import SavedRun, git_sha, load_saved_run
+from training.tower import load_reduced, load_tower_approximator, tower_folder
+from training.train import APPROXIMATOR_FILE, SavedRun, git_sha, load_saved_run
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,11 @@ def family_of(run: SavedRun) -> Family:
 
 
 def load_approximator(run: SavedRun, world_dir: Path) -> PairApproximator:
-    """The pair approximator trained with the run's text tower, checked by fingerprint."""
+    """The pair approximator a PRECTR run fitted to its model (training.approximator); for a run
+    saved before that fit, the one trained with the run's text tower, checked by fingerprint."""
     folder = tower_folder(world_dir, run.config.text_tower)
-    meta_path, weights = folder / "meta.json", folder / "approximator.pt"
-    if not weights.is_file():
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
         raise ExportError(f"{world_dir}: no text tower at {folder}; train on this world first")
     tower = json.loads(meta_path.read_text())
     if tower["fingerprint"] != run.meta["text_tower"]["fingerprint"]:
@@ -81,8 +83,11 @@ def load_approximator(run: SavedRun, world_dir: Path) -> PairApproximator:
             f"{folder}: text tower {tower['fingerprint'][:12]} is not the run's "
             f"{run.meta['text_tower']['fingerprint'][:12]}"
         )
+    fitted = run.folder / APPROXIMATOR_FILE
+    if not fitted.is_file():
+        return load_tower_approximator(world_dir, run.config.text_tower)
     approximator = PairApproximator(int(tower["config"]["output_dim"]))
-    approximator.load_state_dict(torch.load(weights, weights_only=True))
+    approximator.load_state_dict(torch.load(fitted, weights_only=True))
     return approximator.eval()
 
 
@@ -157,7 +162,13 @@ def export_run(
         if approximator is not None:
             assert isinstance(run.model, PRECTR)  # family_of and served_module checked it
             reduced = load_reduced(tower_folder(world_dir, run.config.text_tower))
-            checks["approximator"] = approximator_report(run.model, approximator, world, reduced)
+            held_out = held_out_queries(
+                world, run.config.prectr.approximator.held_out_share, run.config.train.seed
+            )
+            inputs = PairInputs(world, reduced)
+            checks["approximator"] = approximator_report(
+                run.model, approximator, world, inputs, held_out
+            )
             log.info("%s: pair approximator %s", name, checks["approximator"])
         manifest = manifest.model_copy(update=checks)
         write_manifest(staging, manifest)

@@ -130,8 +130,9 @@ class Manifest(BaseModel):
     #: model never saw an empty query and the service says so when it gets one.
     empty_query_share: float | None = None
     #: PRECTR: the pair approximator judged by the relevance the served RSL reads from its
-    #: vectors (export.approximator_check): "in_sample" and, where the world has them,
-    #: "held_out" pairs; level bias, mean absolute error, label errors, cosines.
+    #: vectors (training.approximator): on the pairs it was fitted on ("in_sample") and on the
+    #: pairs of queries kept out of its fit ("held_out"); level bias, mean absolute error,
+    #: label errors, cosines.
     approximator: dict[str, dict[str, float]] | None = None
 
     def input(self, name: str) -> TensorSpec:

@@ -238,3 +238,11 @@ def tower_folder(world_dir: Path, settings: TowerSettings) -> Path:
         sort_keys=True,
     )
     return world_dir / "text_tower" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def load_tower_approximator(world_dir: Path, settings: TowerSettings) -> PairApproximator:
+    """The pair approximator trained with the cached tower for these settings."""
+    folder = tower_folder(world_dir, settings)
+    approximator = PairApproximator(settings.output_dim)
+    approximator.load_state_dict(torch.load(folder / "approximator.pt", weights_only=True))
+    return approximator.eval()

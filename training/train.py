@@ -11,7 +11,9 @@ An experiment is a TOML file (training/configs/*.toml) validated by `ExperimentC
    probability, PAL), plus PRECTR's semantic consistency (gamma) and the optional PWiseR term on
    the model's own position-free score, early-stopping on the validation AUC of that score;
 4. evaluates the best weights on the test split and writes ``model.pt`` + ``meta.json``
-   (config, contract hash, tower fingerprint, metrics, git sha) + ``metrics.json``.
+   (config, contract hash, tower fingerprint, metrics, git sha) + ``metrics.json``;
+5. for PRECTR: fits the served pair approximator to the trained model (training.approximator)
+   and writes it as ``approximator.pt``, its held-out report in ``meta.json``.
 
 Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (gloo on CPU,
 nccl on GPUs); each rank takes every world_size-th batch, and all ranks stay identical.
@@ -38,6 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from service.contract import FeatureSpec, default_feature_spec
+from training.approximator import ApproximatorFit, fit_approximator
 from training.data.tables import World
 from training.evaluate import auc, gauc, logloss, ndcg_at_k, relevance_score_at_k, request_auc
 from training.features import ImpressionFeatures
@@ -45,9 +48,15 @@ from training.losses import pwiser, relevance_cross_entropy, semantic_consistenc
 from training.models import build_model
 from training.models.position import PositionTower, position_aware_bce
 from training.models.prectr import PRECTR
-from training.tower import TowerSettings, tower_meta, train_text_tower
+from training.tower import (
+    TowerSettings,
+    load_tower_approximator,
+    tower_meta,
+    train_text_tower,
+)
 
 log = logging.getLogger(__name__)
+APPROXIMATOR_FILE = "approximator.pt"  # PRECTR runs: the served pair approximator
 Array = np.ndarray[Any, Any]
 
 
@@ -85,6 +94,7 @@ class PrectrSection(_Section):
     gamma: float = 0.3
     alpha: float = 4.0
     beta: float = 1.0
+    approximator: ApproximatorFit = Field(default_factory=ApproximatorFit)
 
 
 class LossSection(_Section):
@@ -468,6 +478,18 @@ def run_training(
             **extra,
         }
     )
+    record: dict[str, Any] = {}
+    if rank == 0 and isinstance(model, PRECTR):
+        approximator, record["approximator"] = fit_approximator(
+            model,
+            load_tower_approximator(world_dir, cfg.text_tower),
+            world,
+            reduced,
+            cfg.prectr.approximator,
+            cfg.train.seed,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(approximator.state_dict(), out_dir / APPROXIMATOR_FILE)
     if rank == 0:
         save_checkpoint(
             out_dir,
@@ -481,6 +503,7 @@ def run_training(
                 "seconds": seconds,
                 "world_size": world_size,
                 "position_seen": tower.seen(),  # P(seen | position) the tower learnt
+                **record,
             },
         )
     return RunResult(metrics, out_dir, seconds, model, history)
@@ -523,6 +546,7 @@ class SavedRun:
     config: ExperimentConfig
     spec: FeatureSpec
     meta: dict[str, Any]
+    folder: Path
 
 
 def load_saved_run(run_dir: Path) -> SavedRun:
@@ -532,7 +556,7 @@ def load_saved_run(run_dir: Path) -> SavedRun:
     spec = FeatureSpec.load(run_dir / "feature_spec.json")
     model = build_model(cfg.model.family, spec, cfg.model.params)
     model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
-    return SavedRun(model.eval(), cfg, spec, meta)
+    return SavedRun(model.eval(), cfg, spec, meta, run_dir)
 
 
 def evaluate_saved_run(run_dir: Path, world_dir: Path) -> dict[str, float]:

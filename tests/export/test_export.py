@@ -167,12 +167,13 @@ def test_the_pair_approximator_is_judged_by_the_relevance_it_implies(
     """Cosine hid it (pair vectors share a large common direction): an approximated pair was
     read as far more relevant than its real pair. Export states, for the served PRECTR, how far
     the expected relevance level read from approximated vectors lies from the one read from the
-    real vectors, and the mean bias is bounded."""
+    real vectors, on pairs of queries the approximator was never fitted on, and the mean bias
+    there is bounded."""
     report = tiny_exports["prectr"].package.manifest.approximator
     assert report is not None and tiny_exports["vanilla"].package.manifest.approximator is None
-    check = report["in_sample"]
-    print(f"tiny world approximator: {check}")
-    assert check["pairs"] > 0
-    assert abs(check["level_bias"]) < 0.25  # in relevance levels (0..3)
-    assert check["level_mean_abs_error"] >= abs(check["level_bias"])
-    assert check["centred_cosine"] < check["cosine"]  # the common direction flatters the cosine
+    held_out, in_sample = report["held_out"], report["in_sample"]
+    print(f"tiny world approximator: held out {held_out}, in sample {in_sample}")
+    assert held_out["pairs"] > 0 and in_sample["pairs"] > 0
+    assert abs(held_out["level_bias"]) < 0.1  # in relevance levels (0..3)
+    assert held_out["level_mean_abs_error"] >= abs(held_out["level_bias"])
+    assert held_out["centred_cosine"] < held_out["cosine"]  # the common direction flatters it
