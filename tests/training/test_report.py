@@ -72,8 +72,15 @@ def test_summary_compares_by_paired_intervals_and_says_only_what_they_show() -> 
         [0, 1, 2],
     )
     assert with_control["fusion"]["auc"]["verdict"] == "better"  # PRECTR above its control
+    # the strongest baseline per metric: the control on AUC (0.7167 > W&D's 0.71), W&D on NDCG
+    best = with_control["vs_best"]
+    assert best["auc"]["against"] == "wide_deep_pair" and best["auc"]["verdict"] == "better"
+    assert best["ndcg_at_10"]["against"] == "wide_deep"
+    assert best["logloss"]["against"] in ("wide_deep", "wide_deep_pair")
+    assert "prectr_no_incentive" not in {c["against"] for c in best.values()}  # not Table 1
     markdown = render_markdown({**report, "data": "x"})
     assert "Table 1" in markdown and "**better**" in markdown and "3/5" in markdown
+    assert "against its strongest baseline" in markdown and "against wide_deep:" in markdown
     assert "std)" not in markdown and "2 std" not in markdown
 
 
