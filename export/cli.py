@@ -79,7 +79,7 @@ def main(command: str, argv: Sequence[str]) -> int:
             print(parity.describe())
         for part, check in (result.package.manifest.approximator or {}).items():
             print(
-                f"pair approximator ({part}, {check['pairs']:,} pairs): expected relevance "
+                f"pair approximator ({part}, {int(check['pairs']):,} pairs): expected relevance "
                 f"level {check['level_bias']:+.3f} off the real pair's on average (mean abs "
                 f"{check['level_mean_abs_error']:.3f}); against the labels "
                 f"{check['label_mae_approximated']:.3f} vs {check['label_mae_real']:.3f} with "
