@@ -103,11 +103,14 @@ def run_report(
     scope: str = "",
 ) -> dict[str, Any]:
     """Train what is missing, then write the report files; returns the report record (``scope``:
-    a sentence on what the report leaves out, printed under its protocol)."""
+    a sentence on what the report leaves out, printed under its protocol). The files are
+    rewritten after every seed, so an interrupted report keeps the tables of the seeds it
+    finished."""
     seconds = 0.0
     runs: dict[str, list[dict[str, float]]] = {}
     total, done = len(configs) * len(seeds), 0
-    for seed in seeds:  # seed-major: an interrupted report has every model on the first seeds
+    report: dict[str, Any] = {}
+    for k, seed in enumerate(seeds):  # seed-major: an interruption keeps whole seeds
         for name in configs:
             run_dir = out_dir / "runs" / f"{name}-seed{seed}"
             metrics_path = run_dir / "metrics.json"
@@ -120,14 +123,14 @@ def run_report(
             done += 1
             runs.setdefault(name, []).append(json.loads(metrics_path.read_text()))
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
-    report = summarize_runs(runs, seeds)
-    report.update(relevance_score_coverage(runs))
-    # The runs' own training time, summed: the cost of the whole report from scratch, also when
-    # this call reused finished runs.
-    report.update({"data": str(data_dir), "label": label, "minutes": round(seconds / 60, 1)})
-    if scope:
-        report["scope"] = scope
-    write_report(report, out_dir)
+        report = summarize_runs(runs, seeds[: k + 1])
+        report.update(relevance_score_coverage(runs))
+        # The runs' own training time, summed: the cost of the report from scratch, also when
+        # this call reused finished runs.
+        report.update({"data": str(data_dir), "label": label, "minutes": round(seconds / 60, 1)})
+        if scope:
+            report["scope"] = scope
+        write_report(report, out_dir)
     return report
 
 

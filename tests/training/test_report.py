@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from training.report import (
     adopt_runs,
@@ -101,6 +104,34 @@ def test_report_trains_each_seed_and_writes_md_json_png(
     for name in ("report.md", "report.json", "report.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "report.json").read_text())["seeds"] == [0, 1]
+
+
+def test_an_interrupted_report_keeps_the_seeds_it_finished(
+    encoded_tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.report
+
+    train = training.report.run_training
+
+    def stopped_at_seed_1(cfg: Any, world: Path, out: Path) -> Any:
+        if cfg.train.seed == 1:
+            raise KeyboardInterrupt
+        return train(cfg, world, out)
+
+    monkeypatch.setattr(training.report, "run_training", stopped_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_report(
+            encoded_tiny_world,
+            tmp_path,
+            configs=["prectr_tiny"],
+            seeds=[0, 1],
+            config_dir=CONFIGS,
+            overrides={"train.epochs": 1},
+        )
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["seeds"] == [0]
+    assert len(written["table"]["prectr_tiny"]["auc"]["values"]) == 1
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.png").is_file()
 
 
 def test_ranker_train_command(encoded_tiny_world: Path, tmp_path: Path) -> None:
