@@ -21,10 +21,11 @@ spreads over the levels and sinks, bias -0.18, error 0.339), and four more epoch
 error alone (bias -0.19: the level bias of a squared-error fit is noise of that size, set by
 where its training stops, not a shift to subtract). On CrowdFlower the RSL reads little from
 the pair vector (label error 0.79 with the real pairs) and both approximators are within 0.04
-levels of the real pair. A seeded share of the training
-queries is kept out of the fit, so that `approximator_report` can state the error on pairs of
-queries the approximator never saw, on every world (synthetic worlds have no query outside the
-training split).
+levels of the real pair.
+
+A seeded share of the training queries is kept out of the fit, so that `approximator_report`
+can state the error on pairs of queries the approximator never saw, on every world (synthetic
+worlds have no query outside the training split).
 
 The report sets the expected relevance level the served RSL assigns with the approximated
 vector against the one it assigns with the real vector and against the label: the bias (mean

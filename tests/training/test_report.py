@@ -87,17 +87,22 @@ def test_summary_compares_by_paired_intervals_and_says_only_what_they_show() -> 
     assert "std)" not in markdown and "2 std" not in markdown
 
 
-def test_report_trains_each_seed_and_writes_md_json_png(
-    encoded_tiny_world: Path, tmp_path: Path
-) -> None:
-    report = run_report(
-        encoded_tiny_world,
-        tmp_path,
+def _tiny_report(world: Path, out: Path) -> dict[str, Any]:
+    """The tiny PRECTR over seeds 0 and 1, one epoch each."""
+    return run_report(
+        world,
+        out,
         configs=["prectr_tiny"],
         seeds=[0, 1],
         config_dir=CONFIGS,
         overrides={"train.epochs": 1},
     )
+
+
+def test_report_trains_each_seed_and_writes_md_json_png(
+    encoded_tiny_world: Path, tmp_path: Path
+) -> None:
+    report = _tiny_report(encoded_tiny_world, tmp_path)
     assert len(report["table"]["prectr_tiny"]["auc"]["values"]) == 2
     assert report["epochs"]["prectr_tiny"][1]["epochs_run"] == 1
     assert "ndcg_at_10" in report["table"]["prectr_tiny"]
@@ -120,14 +125,7 @@ def test_an_interrupted_report_keeps_the_seeds_it_finished(
 
     monkeypatch.setattr(training.report, "run_training", stopped_at_seed_1)
     with pytest.raises(KeyboardInterrupt):
-        run_report(
-            encoded_tiny_world,
-            tmp_path,
-            configs=["prectr_tiny"],
-            seeds=[0, 1],
-            config_dir=CONFIGS,
-            overrides={"train.epochs": 1},
-        )
+        _tiny_report(encoded_tiny_world, tmp_path)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["seeds"] == [0]
     assert len(written["table"]["prectr_tiny"]["auc"]["values"]) == 1
