@@ -40,9 +40,10 @@ def _data_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate a synthetic world")
     gen.add_argument(
         "--world",
-        choices=["synthetic"],
+        choices=["synthetic", "longtail"],
         default="synthetic",
-        help="the generator (only the synthetic world for now)",
+        help="synthetic: the warm world; longtail: Zipf item exposure, cold items and queries, "
+        "part of quality written in the item text (docs/DATA.md)",
     )
     gen.add_argument(
         "--size",
@@ -148,7 +149,7 @@ def run_data(argv: Sequence[str]) -> int:
     if args.action == "generate":
         from training.data.synthetic import generate_world
 
-        _finish(generate_world(args.size, args.seed), args.out, started)
+        _finish(generate_world(args.size, args.seed, args.world), args.out, started)
     elif args.action == "import-csv":
         from training.data.graded_csv import Binning, CsvColumns, load_relevance_csv
         from training.data.real import world_from_relevance
@@ -274,7 +275,7 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _elec_report_parser() -> argparse.ArgumentParser:
-    from training.report import CONFIG_DIR
+    from training.report import CONFIG_DIR, ELEC_VARIANTS
 
     parser = argparse.ArgumentParser(
         prog="ranker train elec-report", description="ELEC Tables 2-3 and 5 analogs (md, json, png)"
@@ -287,7 +288,22 @@ def _elec_report_parser() -> argparse.ArgumentParser:
         default=CONFIG_DIR / "elec.toml",
         help="the ELEC experiment",
     )
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument(
+        "--seeds",
+        default="0,1,2,3,4",
+        help="comma-separated seeds; with {seed} in --data, one world per seed",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(ELEC_VARIANTS),
+        help="comma-separated ELEC runs beside DCNv2 alone: the full distillation (elec), its "
+        "ablations (elec_no_clid, elec_no_mse) and the gain network's diagnosis rows (gain_zero, "
+        "gain_shuffled, gain_layernorm, gain_disjoint, gain_full_text)",
+    )
+    parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
+    parser.add_argument(
+        "--no-timing", action="store_true", help="skip the Table 5 analog (ms per request)"
+    )
     return parser
 
 
@@ -326,7 +342,13 @@ def run_train(argv: Sequence[str]) -> int:
 
         args = _elec_report_parser().parse_args(argv[1:])
         report = run_elec_report(
-            args.data, args.out, config=args.config, seeds=[int(s) for s in args.seeds.split(",")]
+            args.data,
+            args.out,
+            config=args.config,
+            seeds=[int(s) for s in args.seeds.split(",")],
+            variants=args.variants.split(","),
+            label=args.label,
+            timing_sizes=() if args.no_timing else (1, 100, 500),
         )
         print(render_elec_markdown(report))
         print(f"wrote {args.out}/report.md, report.json, report.png")

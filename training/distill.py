@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from service.contract import FeatureSpec, default_feature_spec
@@ -35,6 +37,7 @@ from training.models import build_config
 from training.models.elec import MLLM, ELECConfig, GainNetwork, VanillaNetwork
 from training.models.position import PositionTower, position_aware_bce
 from training.sample_text import SampleVectors, sample_texts, sample_vectors
+from training.segments import row_segments, segment_metrics
 from training.tower import train_text_tower
 from training.train import (
     EarlyStopping,
@@ -133,6 +136,43 @@ def distillation_loss(
     return loss
 
 
+def _split_rows(train: Array, settings: ElecSection, max_rows: int | None) -> tuple[Array, Array]:
+    """(the M-LLM's training rows, the gain and vanilla networks' training rows), time-ordered.
+
+    The networks take the most recent ``max_rows`` (all without a limit). The M-LLM takes the
+    same rows, or with ``mllm_rows = "disjoint"`` the rows before them (the earlier half of the
+    training rows when the networks take them all, the networks then the later half).
+    """
+    recent = train[-max_rows:] if max_rows and len(train) > max_rows else train
+    if settings.mllm_rows == "same":
+        return recent, recent
+    earlier = train[: len(train) - len(recent)]
+    if len(earlier):
+        return earlier, recent
+    half = len(train) // 2
+    return train[:half], train[half:]
+
+
+class Injection:
+    """What the gain network is given for some rows: the M-LLM's high-level vector, or for the
+    sanity rows zeros or the vector of another row of the same batch (``lm_vector``)."""
+
+    def __init__(self, mllm: MLLM, samples: SampleVectors, mode: str, seed: int) -> None:
+        self.mllm, self.samples, self.mode = mllm, samples, mode
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, rows: Array) -> torch.Tensor:
+        with torch.no_grad():
+            high: torch.Tensor = self.mllm(torch.from_numpy(self.samples.compose(rows)))[
+                "high_level"
+            ]
+        if self.mode == "zero":
+            return torch.zeros_like(high)
+        if self.mode == "shuffled":
+            return high[torch.randperm(len(high), generator=self.generator)]
+        return high
+
+
 def run_elec(
     cfg: ExperimentConfig,
     world_dir: Path,
@@ -141,7 +181,8 @@ def run_elec(
     encoder: TextEncoder | None = None,
     spec: FeatureSpec | None = None,
 ) -> ElecResult:
-    """Train the M-LLM, then gain and vanilla jointly; save the vanilla network as the model."""
+    """Train the M-LLM, then gain and vanilla jointly; save the vanilla network as the model
+    (with ``elec.train_vanilla = false``, a diagnosis run: the gain network alone, no model)."""
     started = time.perf_counter()
     settings = cfg.elec
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
@@ -152,36 +193,37 @@ def run_elec(
     features = ImpressionFeatures(world, train_text_tower(world, world_dir, cfg.text_tower), spec)
     encoder = encoder or MiniLMEncoder(settings.encoder_path)
     samples = sample_vectors(
-        world, encoder, EncodingCache(Path(settings.cache), encoder.fingerprint, encoder.dim)
+        world,
+        encoder,
+        EncodingCache(Path(settings.cache), encoder.fingerprint, encoder.dim),
+        full_text=settings.full_text,
     )
-    train, valid, test = (features.rows_of_split(s) for s in range(3))
-    if cfg.train.max_train_rows and len(train) > cfg.train.max_train_rows:
-        train = train[-cfg.train.max_train_rows :]
+    mllm_rows, train = _split_rows(features.rows_of_split(0), settings, cfg.train.max_train_rows)
+    valid, test = features.rows_of_split(1), features.rows_of_split(2)
 
     seed_everything(cfg.train.seed)
     config: ELECConfig = replace(
         build_config("vanilla", spec, cfg.model.params), lm_dim=encoder.dim
     )
     mllm, gain, vanilla = MLLM(config), GainNetwork(spec, config), VanillaNetwork(spec, config)
-    mllm_valid_auc = _train_mllm(mllm, samples, features, train, valid, cfg, rng)
+    mllm_valid_auc = _train_mllm(mllm, samples, features, mllm_rows, valid, cfg, rng)
     log.info("M-LLM valid AUC %.4f", mllm_valid_auc)
+    inject = Injection(mllm, samples, settings.lm_vector, cfg.train.seed)
 
     def gain_scores(batch: Batch, rows: Array) -> torch.Tensor:
-        high = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
-        scores: torch.Tensor = gain(batch, high)["score"]
+        scores: torch.Tensor = gain(batch, inject(rows))["score"]
         return scores
 
     towers = (PositionTower(), PositionTower())
+    trained: dict[str, nn.Module] = {"gain": gain, "gain_position": towers[0]}
+    if settings.train_vanilla:
+        trained.update(vanilla=vanilla, position=towers[1])
     optimizer = torch.optim.Adam(
-        [p for module in (gain, vanilla, *towers) for p in module.parameters()],
+        [p for module in trained.values() for p in module.parameters()],
         lr=cfg.train.lr,
         fused=True,
     )
-    stopper = EarlyStopping(
-        cfg.name,
-        cfg.train.patience,
-        {"vanilla": vanilla, "gain": gain, "gain_position": towers[0], "position": towers[1]},
-    )
+    stopper = EarlyStopping(cfg.name, cfg.train.patience, trained)
     hiding_rng = np.random.default_rng([cfg.train.seed, 1])  # as run_training's
     for epoch in range(cfg.train.epochs):
         batches = request_batches(features.labels["request"], train, cfg.train.batch_size, rng)
@@ -190,29 +232,51 @@ def run_elec(
             batch = features.batch(rows)
             if cfg.train.unknown_item_share:
                 features.hide_items(batch, hiding_rng, cfg.train.unknown_item_share)
-            with torch.no_grad():
-                teacher_input = mllm(torch.from_numpy(samples.compose(rows)))["high_level"]
             optimizer.zero_grad()
-            loss = distillation_loss(
-                gain(batch, teacher_input), vanilla(batch), batch, settings, towers
-            )
+            gain_out = gain(batch, inject(rows))
+            if settings.train_vanilla:
+                loss = distillation_loss(gain_out, vanilla(batch), batch, settings, towers)
+            else:
+                loss = position_aware_bce(
+                    gain_out["logit"], towers[0].log_seen(batch["position"]), batch["click"]
+                )
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += loss.item()
+        watched, score_fn = (vanilla, None) if settings.train_vanilla else (gain, gain_scores)
         valid_auc = auc(
             features.labels["click"][valid],
-            predict(vanilla, features, valid, cfg.train.eval_batch_size),
+            predict(watched, features, valid, cfg.train.eval_batch_size, score_fn),
         )
         if stopper.end_epoch(total / max(len(batches), 1), valid_auc):
             break
     stopper.restore()
-    best_auc, history = stopper.best_auc, stopper.history
 
-    clicks = features.labels["click"][test]
-    metrics = score_metrics(
-        predict(vanilla, features, test, cfg.train.eval_batch_size), features, test, world_dir
+    labels = features.labels
+    segments = row_segments(world, test)
+    clicks = labels["click"][test]
+
+    def side_metrics(prefix: str, scores: Array) -> dict[str, float]:
+        return {
+            f"{prefix}_auc": auc(clicks, scores),
+            f"{prefix}_logloss": logloss(clicks, scores),
+            **segment_metrics(
+                scores,
+                clicks,
+                labels["relevance"][test],
+                labels["request"][test],
+                segments,
+                prefix=f"{prefix}_",
+            ),
+        }
+
+    metrics: dict[str, float] = (
+        score_metrics(
+            predict(vanilla, features, test, cfg.train.eval_batch_size), features, test, world_dir
+        )
+        if settings.train_vanilla
+        else {}
     )
-    gain_test = predict(gain, features, test, cfg.train.eval_batch_size, gain_scores)
     mllm_test = predict(
         mllm,
         features,
@@ -222,31 +286,33 @@ def run_elec(
     )
     metrics.update(
         {
-            "valid_auc": best_auc,
+            "valid_auc": stopper.best_auc,
             "best_epoch": stopper.best_epoch,
-            "epochs_run": len(history),
+            "epochs_run": len(stopper.history),
             "train_seconds": time.perf_counter() - started,
-            "gain_auc": auc(clicks, gain_test),
-            "gain_logloss": logloss(clicks, gain_test),
-            "mllm_auc": auc(clicks, mllm_test),
-            "mllm_logloss": logloss(clicks, mllm_test),
+            "mllm_valid_auc": mllm_valid_auc,
+            **side_metrics(
+                "gain", predict(gain, features, test, cfg.train.eval_batch_size, gain_scores)
+            ),
+            **side_metrics("mllm", mllm_test),
         }
     )
-    save_checkpoint(
-        out_dir,
-        vanilla,
-        cfg,
-        spec,
-        world_dir,
-        {
-            "metrics": metrics,
-            "history": history,
-            "elec": settings.model_dump(),
-            "encoder_fingerprint": encoder.fingerprint,
-            "seconds": time.perf_counter() - started,
-            "position_seen": towers[1].seen(),
-        },
-    )
+    record = {
+        "metrics": metrics,
+        "history": stopper.history,
+        "elec": settings.model_dump(),
+        "encoder_fingerprint": encoder.fingerprint,
+        "rows": {"mllm": len(mllm_rows), "networks": len(train)},
+        "seconds": time.perf_counter() - started,
+        "position_seen": towers[1].seen(),
+    }
+    if settings.train_vanilla:
+        save_checkpoint(out_dir, vanilla, cfg, spec, world_dir, record)
+    else:  # a diagnosis run: its figures, no served model
+        out_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"config": cfg.model_dump(), "world": str(world_dir), **record}
+        (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     torch.save(gain.state_dict(), out_dir / "gain.pt")
     torch.save(mllm.state_dict(), out_dir / "mllm.pt")
     return ElecResult(metrics, vanilla, gain, mllm, samples, features, encoder)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluate import rela_impr
+from training.segments import SEGMENT_LABELS, SEGMENTS
 from training.statistics import NO_DIFFERENCE, paired_difference
 from training.train import load_config, run_training
 
@@ -537,15 +538,36 @@ ELEC_ROWS: tuple[tuple[str, str], ...] = (
     ("dcnv2", "DCNv2 alone (vanilla structure, no distillation)"),
     ("mllm", "M-LLM (frozen MiniLM + transformation and prediction layers)"),
     ("gain", "gain network (DCNv2 + M-LLM vector)"),
+    ("gain_zero", "diagnosis: gain network, M-LLM vector zeroed"),
+    ("gain_shuffled", "diagnosis: gain network, M-LLM vector shuffled across rows"),
+    ("gain_layernorm", "diagnosis: gain network, M-LLM vector normalized (LayerNorm)"),
+    ("gain_disjoint", "diagnosis: gain network, M-LLM cross-fitted on disjoint rows"),
+    ("gain_full_text", "diagnosis: gain network, full sample text"),
     ("vanilla_no_clid", "vanilla without CLID"),
     ("vanilla_no_mse", "vanilla without MSE"),
     ("elec_vanilla", "ELEC vanilla"),
 )
-ELEC_VARIANTS: dict[str, dict[str, Any]] = {
-    "elec": {},
-    "elec_no_clid": {"elec.use_clid": False},
-    "elec_no_mse": {"elec.use_rep": False},
+_DIAGNOSIS = {"elec.train_vanilla": False}
+#: run name -> (config overrides, {report row: the prefix of its metrics in the run's metrics}).
+ELEC_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    "elec": ({}, {"elec_vanilla": "", "gain": "gain_", "mllm": "mllm_"}),
+    "elec_no_clid": ({"elec.use_clid": False}, {"vanilla_no_clid": ""}),
+    "elec_no_mse": ({"elec.use_rep": False}, {"vanilla_no_mse": ""}),
+    "gain_zero": ({**_DIAGNOSIS, "elec.lm_vector": "zero"}, {"gain_zero": "gain_"}),
+    "gain_shuffled": ({**_DIAGNOSIS, "elec.lm_vector": "shuffled"}, {"gain_shuffled": "gain_"}),
+    "gain_layernorm": (
+        {**_DIAGNOSIS, "model.params.injection_norm": True},
+        {"gain_layernorm": "gain_"},
+    ),
+    "gain_disjoint": ({**_DIAGNOSIS, "elec.mllm_rows": "disjoint"}, {"gain_disjoint": "gain_"}),
+    "gain_full_text": ({**_DIAGNOSIS, "elec.full_text": True}, {"gain_full_text": "gain_"}),
 }
+#: The ELEC metrics per row: AUC and LogLoss, and the AUC of every segment (training.segments).
+ELEC_METRICS: tuple[str, ...] = ("auc", "logloss", *(f"auc@{s}" for s in SEGMENTS))
+
+
+def _row_values(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {m: metrics[prefix + m] for m in ELEC_METRICS if prefix + m in metrics}
 
 
 def run_elec_report(
@@ -555,99 +577,130 @@ def run_elec_report(
     seeds: Sequence[int] = SEEDS,
     config: Path = CONFIG_DIR / "elec.toml",
     overrides: dict[str, Any] | None = None,
+    variants: Sequence[str] = tuple(ELEC_VARIANTS),
     timing_sizes: tuple[int, ...] = (1, 100, 500),
+    label: str = "",
 ) -> dict[str, Any]:
-    """ELEC's Tables 2-3 (AUC, LogLoss over seeds) and Table 5 (ms per request) analogs."""
+    """ELEC's Tables 2-3 (AUC, LogLoss, by segment, over seeds), its diagnosis rows and Table 5
+    (ms per request) analogs. The files are rewritten after every seed."""
     from training.distill import run_elec, time_per_request
 
     seconds = 0.0
-    values: dict[str, dict[str, list[float]]] = {
-        row: {"auc": [], "logloss": []} for row, _ in ELEC_ROWS
-    }
+    values: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, dict[str, float]] = {}
-    for seed in seeds:
+    timing_path = out_dir / "timing.json"
+    if timing_path.is_file():
+        timing = json.loads(timing_path.read_text())
+    segment_rows: dict[str, int] = {}
+    report: dict[str, Any] = {}
+    for k, seed in enumerate(seeds):
         base = {**(overrides or {}), **seed_overrides(seed)}
         world = data_of_seed(data_dir, seed)
-        alone_dir = out_dir / "runs" / f"dcnv2-seed{seed}"
-        if not (alone_dir / "metrics.json").is_file():
-            run_training(load_config(config, base), world, alone_dir)
-        alone = json.loads((alone_dir / "metrics.json").read_text())
-        seconds += json.loads((alone_dir / "meta.json").read_text()).get("seconds", 0.0)
-        values["dcnv2"]["auc"].append(alone["auc"])
-        values["dcnv2"]["logloss"].append(alone["logloss"])
-        for variant, switch in ELEC_VARIANTS.items():
+        runs: dict[str, tuple[Path, dict[str, str]]] = {
+            "dcnv2": (out_dir / "runs" / f"dcnv2-seed{seed}", {"dcnv2": ""})
+        }
+        if not (runs["dcnv2"][0] / "metrics.json").is_file():
+            run_training(load_config(config, base), world, runs["dcnv2"][0])
+        for variant in variants:
+            switch, rows = ELEC_VARIANTS[variant]
             run_dir = out_dir / "runs" / f"{variant}-seed{seed}"
+            runs[variant] = (run_dir, rows)
             if not (run_dir / "metrics.json").is_file():
+                log.info("training %s seed %d", variant, seed)
                 result = run_elec(load_config(config, {**base, **switch}), world, run_dir)
-                if variant == "elec" and not timing:
+                if variant == "elec" and not timing and timing_sizes:
                     timing = time_per_request(result, timing_sizes)
+                    timing_path.parent.mkdir(parents=True, exist_ok=True)
+                    timing_path.write_text(json.dumps(timing, indent=2) + "\n")
+        for run_dir, rows in runs.values():
             metrics = json.loads((run_dir / "metrics.json").read_text())
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
-            row = {
-                "elec": "elec_vanilla",
-                "elec_no_clid": "vanilla_no_clid",
-                "elec_no_mse": "vanilla_no_mse",
-            }[variant]
-            values[row]["auc"].append(metrics["auc"])
-            values[row]["logloss"].append(metrics["logloss"])
-            if variant == "elec":
-                for prefix in ("gain", "mllm"):
-                    values[prefix]["auc"].append(metrics[f"{prefix}_auc"])
-                    values[prefix]["logloss"].append(metrics[f"{prefix}_logloss"])
-    table: dict[str, dict[str, dict[str, Any]]] = {
-        row: {m: stats(v) for m, v in metrics.items() if v} for row, metrics in values.items()
-    }
-    report = {
-        "data": str(data_dir),
-        "seeds": list(seeds),
-        **summarize_elec(table),
-        "timing_ms": timing,
-        "minutes": round(seconds / 60, 1),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if timing:
-        (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-    elif (out_dir / "timing.json").is_file():
-        report["timing_ms"] = json.loads((out_dir / "timing.json").read_text())
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "report.md").write_text(render_elec_markdown(report))
-    plot_elec_report(report, out_dir / "report.png")
+            segment_rows = segment_rows or {
+                key.removeprefix("rows@"): int(v)
+                for key, v in metrics.items()
+                if key.startswith("rows@")
+            }
+            for row, prefix in rows.items():
+                for m, v in _row_values(metrics, prefix).items():
+                    values.setdefault(row, {}).setdefault(m, []).append(v)
+        table: dict[str, dict[str, dict[str, Any]]] = {
+            row: {m: stats(v) for m, v in by_metric.items()} for row, by_metric in values.items()
+        }
+        report = {
+            "data": str(data_dir),
+            "label": label,
+            "seeds": list(seeds[: k + 1]),
+            **summarize_elec(table),
+            "segment_rows": segment_rows,
+            "timing_ms": timing,
+            "minutes": round(seconds / 60, 1),
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / "report.md").write_text(render_elec_markdown(report))
+        plot_elec_report(report, out_dir / "report.png")
     return report
 
 
 def summarize_elec(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Every row against DCNv2 alone (paired over seeds) and the share of the gain network's AUC
-    gap the vanilla network closes (only meaningful where the gain network is shown better)."""
+    """Every row against DCNv2 alone (paired over seeds, per metric and segment) and, per
+    metric, the share of the gain network's gap the ELEC vanilla network closes (only where the
+    gain network is shown better)."""
+    alone = table["dcnv2"]
     vs_dcnv2 = {
         row: {
-            m: compare(table[row][m]["values"], table["dcnv2"][m]["values"], m)
-            for m in ("auc", "logloss")
+            m: compare(table[row][m]["values"], alone[m]["values"], m)
+            for m in table[row]
+            if m in alone and len(alone[m]["values"]) == len(table[row][m]["values"])
         }
         for row in table
         if row != "dcnv2"
     }
-    gap = table["gain"]["auc"]["mean"] - table["dcnv2"]["auc"]["mean"]
-    closed = (
-        (table["elec_vanilla"]["auc"]["mean"] - table["dcnv2"]["auc"]["mean"]) / gap
-        if vs_dcnv2["gain"]["auc"]["verdict"] == "better"
-        else float("nan")
-    )
+    gap_closed: dict[str, float] = {}
+    for m, versus in vs_dcnv2.get("gain", {}).items():
+        vanilla = table.get("elec_vanilla", {}).get(m)
+        if versus["verdict"] == "better" and vanilla is not None:
+            gap = table["gain"][m]["mean"] - alone[m]["mean"]
+            gap_closed[m] = (vanilla["mean"] - alone[m]["mean"]) / gap
     return {
         "interval": "paired t-interval over seeds, 95%",
         "table": table,
         "vs_dcnv2": vs_dcnv2,
-        "gap_closed": closed,
+        "gap_closed": gap_closed.get("auc", float("nan")),
+        "gap_closed_by_metric": gap_closed,
+        # What each diagnosis did to the gain network (the diagnosis row minus the gain row).
+        "vs_gain": {
+            row: {
+                m: compare(table[row][m]["values"], table["gain"][m]["values"], m)
+                for m in table[row]
+                if m in table["gain"]
+                and len(table["gain"][m]["values"]) == len(table[row][m]["values"])
+            }
+            for row in table
+            if row.startswith("gain_") and "gain" in table
+        },
     }
+
+
+def _elec_label(metric: str) -> str:
+    if "@" not in metric:
+        return LABELS[metric]
+    name, segment = metric.split("@")
+    return f"{LABELS[name]}, {SEGMENT_LABELS[segment]}"
 
 
 def render_elec_markdown(report: dict[str, Any]) -> str:
     table, timing = report["table"], report.get("timing_ms") or {}
+    vs = report.get("vs_dcnv2", {})
+    title = report.get("label") or f"`{report['data']}`"
     lines = [
-        "# ELEC on our data",
+        f"# ELEC on {title}",
         "",
-        f"Data: `{report['data']}`; seeds {report['seeds']}; test split; mean ± std over "
-        f"seeds; against DCNv2 alone: the paired difference over seeds with its 95% t-interval, "
-        "a verdict only where it excludes 0. Training every run took "
+        f"Data: `{report['data']}`; seeds {report['seeds']} (each sets initialization, batch "
+        "order and text tower, and the world where the path names `{seed}`); test split; mean "
+        "± std over seeds; against DCNv2 alone: the paired difference over seeds with its 95% "
+        "t-interval, a verdict only where it excludes 0. Every score is the network's own, "
+        "position-free. Training every run took "
         f"{report.get('minutes', '?')} minutes (the sum of the runs' own times).",
         "",
         *([f"**Note:** {report['note']}", ""] if report.get("note") else []),
@@ -656,16 +709,53 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
         "| model | AUC | LogLoss | AUC - DCNv2 alone | LogLoss - DCNv2 alone |",
         "| --- | --- | --- | --- | --- |",
     ]
-    vs = report.get("vs_dcnv2", {})
-    for row, label in ELEC_ROWS:
-        if row in table:
-            against = vs.get(row, {})
-            lines.append(
-                f"| {label} | {_cell(table[row].get('auc'))} | {_cell(table[row].get('logloss'))}"
-                f" | {_difference_cell(against.get('auc'))}"
-                f" | {_difference_cell(against.get('logloss'))} |"
-            )
+    rows = [(r, label) for r, label in ELEC_ROWS if r in table]
+    for row, label in rows:
+        against = vs.get(row, {})
+        lines.append(
+            f"| {label} | {_cell(table[row].get('auc'))} | {_cell(table[row].get('logloss'))}"
+            f" | {_difference_cell(against.get('auc'))}"
+            f" | {_difference_cell(against.get('logloss'))} |"
+        )
     lines += ["", *_elec_verdict(report), ""]
+    segments = [s for s in SEGMENTS if f"auc@{s}" in table.get("dcnv2", {})]
+    if segments:
+        counts = report.get("segment_rows", {})
+        lines += [
+            "## By segment: test AUC",
+            "",
+            "Items by their training impressions, queries by whether a training impression "
+            "carried them (search requests only); test rows per segment (first seed's world): "
+            + ", ".join(f"{SEGMENT_LABELS[s]} {counts.get(s, 0):,}" for s in segments)
+            + ".",
+            "",
+            "| model | " + " | ".join(SEGMENT_LABELS[s] for s in segments) + " |",
+            "| --- |" + " --- |" * len(segments),
+        ]
+        for row, label in rows:
+            cells = [_cell(table[row].get(f"auc@{s}")) for s in segments]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "## By segment: AUC against DCNv2 alone",
+            "",
+            "| model | " + " | ".join(SEGMENT_LABELS[s] for s in segments) + " |",
+            "| --- |" + " --- |" * len(segments),
+        ]
+        for row, label in rows[1:] if rows and rows[0][0] == "dcnv2" else rows:
+            cells = [_difference_cell(vs.get(row, {}).get(f"auc@{s}")) for s in segments]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+        closed = report.get("gap_closed_by_metric") or {}
+        if closed:
+            lines += [
+                "Share of the gain network's gap over DCNv2 alone that the ELEC vanilla network "
+                "closes, where the gain network is shown better: "
+                + ", ".join(f"{_elec_label(m)} {v:.0%}" for m, v in closed.items())
+                + ".",
+                "",
+            ]
+    lines += _diagnosis_lines(report)
     if timing:
         sizes = list(timing["vanilla"])
         lines += [
@@ -693,72 +783,121 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _diagnosis_lines(report: dict[str, Any]) -> list[str]:
+    """What each diagnosis did to the gain network, said from its paired intervals."""
+    vs_gain = report.get("vs_gain") or {}
+    if not vs_gain:
+        return []
+    labels = dict(ELEC_ROWS)
+    lines = [
+        "## The diagnosis: what moved the gain network",
+        "",
+        "Each diagnosis row minus the gain network, paired over seeds (AUC overall and by "
+        "segment).",
+        "",
+    ]
+    for row, by_metric in vs_gain.items():
+        cells = "; ".join(
+            f"{_elec_label(m)} {_difference_cell(c)}"
+            for m, c in by_metric.items()
+            if m.startswith("auc")
+        )
+        moved = sorted(
+            {c["verdict"] for m, c in by_metric.items() if m.startswith("auc")} - {NO_DIFFERENCE}
+        )
+        summary = ", ".join(moved) if moved else "did not move it (no difference shown)"
+        lines.append(f"- **{labels[row].removeprefix('diagnosis: ')}**: {summary} ({cells}).")
+    return [*lines, ""]
+
+
 def _elec_verdict(report: dict[str, Any]) -> list[str]:
-    """Whether ELEC's distillation paid off, said plainly with the intervals behind it."""
+    """Whether ELEC's distillation paid off, and whether the sanity rows hold, said plainly
+    with the intervals behind them."""
     table, vs = report["table"], report["vs_dcnv2"]
-    gain, alone = table["gain"]["auc"], table["dcnv2"]["auc"]
-    vanilla, mllm = table["elec_vanilla"]["auc"], table["mllm"]["auc"]
+    lines: list[str] = []
+    for row, what in (("gain_zero", "zeroed"), ("gain_shuffled", "shuffled across rows")):
+        if row in vs and "auc" in vs[row]:
+            versus = vs[row]["auc"]
+            holds = versus["verdict"] == NO_DIFFERENCE
+            lines += [
+                f"**Sanity ({what} vector):** the gain network with its M-LLM vector {what} is "
+                + (
+                    "within the interval of DCNv2 alone"
+                    if holds
+                    else f"{versus['verdict']} than DCNv2 alone: the injection itself moves it"
+                )
+                + f" ({_difference_cell(versus)}).",
+                "",
+            ]
+    if "gain" not in table or "elec_vanilla" not in table:
+        return lines
+    gain, alone, vanilla = table["gain"]["auc"], table["dcnv2"]["auc"], table["elec_vanilla"]["auc"]
     gain_vs = vs["gain"]["auc"]
     if gain_vs["verdict"] == "better":
-        vanilla_vs = vs["elec_vanilla"]["auc"]
         return [
+            *lines,
             f"The gain network is above DCNv2 alone ({_difference_cell(gain_vs)}), and the ELEC "
             f"vanilla network closes {report['gap_closed']:.0%} of that gap "
-            f"({_difference_cell(vanilla_vs)} against DCNv2 alone)."
+            f"({_difference_cell(vs['elec_vanilla']['auc'])} against DCNv2 alone).",
         ]
     where = "below" if gain_vs["verdict"] == "worse" else "not shown above"
     return [
-        f"**ELEC did not pay off on this data: there is no gap to close.** The gain network is "
+        *lines,
+        f"**Overall, ELEC did not pay off: there is no gap to close.** The gain network is "
         f"{where} DCNv2 alone ({gain['mean']:.4f} against {alone['mean']:.4f}; paired "
         f"difference {_difference_cell(gain_vs)}), and distilling from it moves the vanilla "
-        f"network to {vanilla['mean']:.4f} ({_difference_cell(vs['elec_vanilla']['auc'])}).",
-        "",
-        f"Why: the M-LLM alone reaches AUC {mllm['mean']:.4f}, so the language model's view of a "
-        "sample (demographics, query, item title and text, hour) carries click "
-        "signal, but none that the tabular features and their id embeddings lack here: the "
-        "items, queries and (nearly all) users of the test split were seen in training, and the "
-        "item text is written from the same catalogue attributes the ids stand for. The M-LLM "
-        "layers were fitted on the same training rows, so the vector the gain network receives "
-        "most likely restates those rows' clicks rather than adding knowledge, which would "
-        "explain why the gain network does no better (a hypothesis, not measured here). ELEC's "
-        "gain comes from what ids cannot learn (cold items, rare "
-        "queries, knowledge in the text); a world with cold-start items would test that.",
+        f"network to {vanilla['mean']:.4f} ({_difference_cell(vs['elec_vanilla']['auc'])}). "
+        "The segments below say where it does and does not.",
     ]
 
 
 def plot_elec_report(report: dict[str, Any], path: Path) -> None:
+    """AUC minus DCNv2 alone with its 95% interval, a panel overall and one per segment; the
+    Table 5 analog beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table, timing = report["table"], report.get("timing_ms") or {}
-    fig, axes = plt.subplots(1, 2 if timing else 1, figsize=(12 if timing else 6, 4.5))
+    table, timing, vs = report["table"], report.get("timing_ms") or {}, report["vs_dcnv2"]
+    metrics = ["auc", *(f"auc@{s}" for s in SEGMENTS if f"auc@{s}" in table["dcnv2"])]
+    rows = [r for r, _ in ELEC_ROWS if r in vs]
+    panels = len(metrics) + (1 if timing else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 0.35 * len(rows) + 2.2))
     axes = np.atleast_1d(axes)
-    rows = [r for r, _ in ELEC_ROWS if r in table]
-    means = [table[r]["auc"]["mean"] for r in rows]
-    stds = [table[r]["auc"]["std"] for r in rows]
-    axes[0].bar(
-        range(len(rows)),
-        means,
-        yerr=stds,
-        capsize=3,
-        color=["tab:red" if r == "elec_vanilla" else "tab:blue" for r in rows],
-    )
-    axes[0].set_xticks(range(len(rows)), rows, rotation=45, ha="right", fontsize=8)
-    low, high = min(means) - max(stds), max(means) + max(stds)
-    axes[0].set_ylim(low - 0.2 * (high - low + 1e-6), high + 0.2 * (high - low + 1e-6))
-    axes[0].set_title("test AUC, mean ± std over seeds")
+    y = np.arange(len(rows))
+    for ax, metric in zip(axes, metrics, strict=False):
+        for k, row in enumerate(rows):
+            c = vs[row].get(metric)
+            if c is None:
+                continue
+            low = c["low"] if np.isfinite(c["low"]) else c["mean"]
+            high = c["high"] if np.isfinite(c["high"]) else c["mean"]
+            ax.errorbar(
+                c["mean"],
+                k,
+                xerr=[[c["mean"] - low], [high - c["mean"]]],
+                fmt="o",
+                capsize=3,
+                color=_VERDICT_COLORS.get(c["verdict"], "tab:gray"),
+            )
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, rows if ax is axes[0] else [""] * len(rows), fontsize=8)
+        ax.invert_yaxis()
+        title = "AUC" if metric == "auc" else SEGMENT_LABELS[metric.split("@")[1]]
+        ax.set_title(f"{title}\n- DCNv2 alone", fontsize=9)
     if timing:
+        ax = axes[-1]
         sizes = [int(n) for n in timing["vanilla"]]
         for name in ("mllm", "gain", "vanilla"):
-            axes[1].plot(sizes, [timing[name][str(n)] for n in sizes], marker="o", label=name)
-        axes[1].set_xscale("log")
-        axes[1].set_yscale("log")
-        axes[1].set_xlabel("candidates per request")
-        axes[1].set_ylabel("ms per request (median)")
-        axes[1].legend()
-        axes[1].set_title("Table 5 analog")
+            ax.plot(sizes, [timing[name][str(n)] for n in sizes], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("candidates per request")
+        ax.set_ylabel("ms per request (median)")
+        ax.legend(fontsize=8)
+        ax.set_title("Table 5 analog", fontsize=9)
+    fig.suptitle(f"ELEC on {report.get('label') or report['data']}: seeds {report['seeds']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

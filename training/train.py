@@ -30,7 +30,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from training.losses import pwiser, relevance_cross_entropy, semantic_consistenc
 from training.models import build_model
 from training.models.position import PositionTower, position_aware_bce
 from training.models.prectr import PRECTR
+from training.segments import row_segments, segment_metrics
 from training.tower import (
     TowerSettings,
     load_tower_approximator,
@@ -114,6 +115,14 @@ class ElecSection(_Section):
     use_clid: bool = True
     use_rep: bool = True
     alpha: float = 1.0
+    # Diagnosis switches (docs/EVALUATION.md, ELEC): what the gain network is given. "zero" and
+    # "shuffled" (across the rows of a batch) are sanity rows: with them the gain network should
+    # match DCNv2 alone. "disjoint": the M-LLM fits the earlier half of the training rows and the
+    # gain and vanilla networks the later half, so no vector annotates a row it was fitted on.
+    lm_vector: Literal["sample", "zero", "shuffled"] = "sample"
+    mllm_rows: Literal["same", "disjoint"] = "same"
+    full_text: bool = False  # the sample text with category, brand and query category
+    train_vanilla: bool = True  # False: a diagnosis run of the gain network alone (no model.pt)
     # A local model folder, an installed model package or a cached Hugging Face id (offline).
     encoder_path: str | None = None
     cache: str = "artifacts/cache/encodings"
@@ -271,8 +280,8 @@ def score_metrics(
 ) -> dict[str, float]:
     """The offline metrics of given scores of some rows: AUC, GAUC by user, LogLoss, the
     per-request click AUC and NDCG@10 against graded relevance (with the number of requests each
-    covers) and Relevance Score@10. The scores are the model's own, position-free: the function
-    the service ranks by."""
+    covers), Relevance Score@10 and the AUC (and NDCG@10) of each segment (training.segments).
+    The scores are the model's own, position-free: the function the service ranks by."""
     labels = features.labels
     minilm_queries = np.load(world_dir / "vectors" / "queries.npy", mmap_mode="r")
     minilm_items = np.load(world_dir / "vectors" / "items.npy", mmap_mode="r")
@@ -297,6 +306,9 @@ def score_metrics(
         "relevance_score_at_10": relevance_score,
         "relevance_score_queries_moving": moving,
         "relevance_score_queries": queries,
+        **segment_metrics(
+            scores, click, labels["relevance"][rows], request, row_segments(features.world, rows)
+        ),
     }
 
 

@@ -84,15 +84,91 @@ def test_elec_report_on_tiny_keeps_the_language_model_frozen(
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["config"]["model"]["family"] == "vanilla" and meta["encoder_fingerprint"]
 
+    # the other switches (shuffled, normalized, disjoint) are held by the unit tests below
+    diagnosis = ("gain_zero", "gain_full_text")
     report = run_elec_report(
         encoded_tiny_world,
         tmp_path / "report",
-        seeds=[0],
+        seeds=[0, 1],
         config=CONFIGS / "elec_tiny.toml",
         overrides={"elec.cache": str(tmp_path / "cache"), "train.epochs": 1},
+        variants=("elec", *diagnosis),
         timing_sizes=(1, 10),
     )
     assert set(report["timing_ms"]) == {"mllm", "gain", "vanilla"}
     assert np.isfinite(report["table"]["elec_vanilla"]["auc"]["mean"])
+    for row in ("dcnv2", "gain", *diagnosis):
+        assert len(report["table"][row]["auc"]["values"]) == 2, row
+        assert "auc@head_items" in report["table"][row], row
+    assert set(report["vs_gain"]) == set(diagnosis)
+    # a diagnosis run trains the gain network alone and serves nothing
+    assert not (tmp_path / "report" / "runs" / "gain_zero-seed0" / "model.pt").exists()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Sanity (zeroed vector)" in markdown and "By segment" in markdown
     for name in ("report.md", "report.json", "report.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_the_gain_network_is_given_zeros_a_shuffle_or_the_vector() -> None:
+    from training.distill import Injection
+
+    class Rows:
+        """A stand-in composer: row r's vector is r everywhere."""
+
+        def compose(self, rows: np.ndarray) -> np.ndarray:
+            return np.repeat(rows[:, None].astype(np.float32), 24, axis=1)
+
+    torch.manual_seed(0)
+    mllm = MLLM(CONFIG)
+    rows = np.arange(8)
+    real = Injection(mllm, Rows(), "sample", seed=0)(rows)  # type: ignore[arg-type]
+    zero = Injection(mllm, Rows(), "zero", seed=0)(rows)  # type: ignore[arg-type]
+    shuffled = Injection(mllm, Rows(), "shuffled", seed=0)(rows)  # type: ignore[arg-type]
+    assert not zero.any()
+    assert not torch.equal(shuffled, real)
+    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, real.tolist()))
+
+
+def test_a_disjoint_mllm_never_sees_the_networks_rows() -> None:
+    from training.distill import _split_rows
+
+    train = np.arange(100)
+    same = _split_rows(train, ElecSection(), max_rows=40)
+    assert np.array_equal(same[0], same[1]) and np.array_equal(same[1], train[-40:])
+    for max_rows in (40, None):
+        mllm_rows, network_rows = _split_rows(train, ElecSection(mllm_rows="disjoint"), max_rows)
+        assert not np.intersect1d(mllm_rows, network_rows).size
+        assert mllm_rows.max() < network_rows.min()  # the M-LLM fits the earlier rows
+        assert len(network_rows) == (40 if max_rows else 50)
+
+
+def test_a_normalized_injection_ignores_the_vector_scale() -> None:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    batch = example_batch(SPEC, 6, requests=2)
+    vector = torch.randn(6, 16)
+    normalized = GainNetwork(SPEC, replace(CONFIG, injection_norm=True)).eval()
+    torch.testing.assert_close(
+        normalized(batch, vector)["logit"], normalized(batch, 50 * vector)["logit"]
+    )
+    raw = GainNetwork(SPEC, CONFIG).eval()
+    assert not torch.allclose(raw(batch, vector)["logit"], raw(batch, 50 * vector)["logit"])
+
+
+def test_the_full_sample_text_names_category_brand_and_query_category(
+    tiny_world_dir: Path,
+) -> None:
+    from training.data.tables import World
+    from training.sample_text import sample_texts
+
+    world = World.load(tiny_world_dir)
+    row = int(np.flatnonzero(world.impressions["query_id"] > 0)[0])
+    (plain,) = sample_texts(world, np.array([row]))
+    (full,) = sample_texts(world, np.array([row]), full_text=True)
+    item = int(world.impressions["item_id"][row])
+    category = world.meta["categories"][int(world.items["category"][item])]
+    brand = world.meta["brand_names"][int(world.items["brand"][item])]
+    assert f"Category is {category}." in full and f"Brand is {brand}." in full
+    assert "Query category is" in full and "Category is" not in plain
+    assert brand in str(world.items["title"][item])  # the name the catalogue writes

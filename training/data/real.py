@@ -348,6 +348,7 @@ def load_amazon_scientific(
             "split": "leave-one-out per user: last interaction test, the one before valid",
             "categories": path_names,
             "brands": len(brand_names),
+            "brand_names": brand_names,
         },
     )
 

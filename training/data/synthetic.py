@@ -10,7 +10,7 @@ relevance follows from which query slots the item carries, each query has a fixe
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +29,21 @@ from training.data.tables import Table, World, attach_histories, click_log, time
 from training.data.vocabulary import ATTRIBUTES, CATEGORIES, DEPARTMENTS, department_brands
 
 Size = Literal["tiny", "default", "large"]
+WorldKind = Literal["synthetic", "longtail"]
+
+#: Words a language model can read as quality (the long-tail world writes 0-2 of them into an
+#: item's text), with their planted effect on the item's quality. None of them is an attribute a
+#: query can ask for, so they move clicks, not relevance.
+QUALITY_WORDS: tuple[tuple[str, float], ...] = (
+    ("handcrafted", 0.9),
+    ("durable", 0.7),
+    ("award winning", 0.9),
+    ("reinforced", 0.6),
+    ("flimsy", -0.9),
+    ("imitation", -0.8),
+    ("poorly finished", -0.9),
+    ("fragile", -0.6),
+)
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,30 @@ class WorldConfig:
     days: int = 30
     search_share: float = 0.85
     brands_per_department: int = 12
+    # The long-tail world (`of_kind("longtail", ...)`); the defaults keep the plain world, whose
+    # random draws stay exactly as they were.
+    item_exposure_zipf: float = 0.0  # an item's exposure weight: (its rank in its category) ** -s
+    cold_item_share: float = 0.0  # items first shown in the test period
+    cold_query_share: float = 0.0  # queries first searched in the test period
+    worded_quality_sd: float = 0.0  # 0: quality is latent only; else the latent part's sd
 
     @classmethod
     def of_size(cls, size: Size) -> WorldConfig:
         return _SIZES[size]
+
+    @classmethod
+    def of_kind(cls, kind: WorldKind, size: Size) -> WorldConfig:
+        """The plain synthetic world, or the long-tail one: a smaller, Zipf-exposed catalogue
+        with cold items and queries and a part of quality written in words (docs/DATA.md)."""
+        if kind == "synthetic":
+            return _SIZES[size]
+        return replace(
+            _LONGTAIL_SIZES[size],
+            item_exposure_zipf=1.2,
+            cold_item_share=0.1,
+            cold_query_share=0.1,
+            worded_quality_sd=0.6,
+        )
 
 
 _SIZES: dict[str, WorldConfig] = {
@@ -71,6 +106,27 @@ _SIZES: dict[str, WorldConfig] = {
         pool_size=32,
         n_users=150_000,
         n_impressions=12_000_000,
+    ),
+}
+
+
+_LONGTAIL_SIZES: dict[str, WorldConfig] = {
+    "tiny": _SIZES["tiny"],
+    # Few impressions per item (300k over 7,500 items, Zipf-exposed) so ids learn slowly; few
+    # distinct texts so five worlds encode in minutes.
+    "default": WorldConfig(
+        queries_per_category=40,
+        items_per_category=250,
+        pool_size=24,
+        n_users=6_000,
+        n_impressions=300_000,
+    ),
+    "large": WorldConfig(
+        queries_per_category=80,
+        items_per_category=1_000,
+        pool_size=24,
+        n_users=30_000,
+        n_impressions=1_200_000,
     ),
 }
 
@@ -115,18 +171,20 @@ def relevance_level(query: _QueryIntent, item: _Product, department: tuple[int, 
     return 0
 
 
-def generate_world(size: Size = "tiny", seed: int = 0) -> World:
+def generate_world(size: Size = "tiny", seed: int = 0, kind: WorldKind = "synthetic") -> World:
     """Generate a whole world, deterministically from ``seed``."""
-    return _Generator(WorldConfig.of_size(size), seed, size).run()
+    return _Generator(WorldConfig.of_kind(kind, size), seed, size, kind).run()
 
 
 class _Generator:
-    def __init__(self, config: WorldConfig, seed: int, size: str) -> None:
+    def __init__(self, config: WorldConfig, seed: int, size: str, kind: str = "synthetic") -> None:
         self.config = config
         self.seed = seed
         self.size = size
+        self.kind = kind
         self.rng = np.random.default_rng(seed)
-        self.click_model = ClickModel()
+        # In the long-tail world quality weighs twice as much, so what the text says of it counts.
+        self.click_model = ClickModel(quality_weight=1.0 if kind == "longtail" else 0.5)
         self.department = tuple(DEPARTMENTS.index(c.department) for c in CATEGORIES)
         self.brands = [
             department_brands(d, config.brands_per_department) for d in range(len(DEPARTMENTS))
@@ -136,7 +194,9 @@ class _Generator:
         started = time.perf_counter()
         products, items = self._items()
         intents, queries = self._queries()
+        items = self._long_tail(items, queries.n_rows)
         pairs, pools, pool_relevance = self._pools(intents, products)
+        self._cold_items(pools)
         users = simulate_users(self.rng, self.config.n_users, len(DEPARTMENTS), len(CATEGORIES))
         impressions = self._impressions(items, queries, users, pools, pool_relevance)
         clicks = click_log(impressions)
@@ -144,16 +204,26 @@ class _Generator:
         impressions["split"] = time_split(impressions["time"])
         meta: dict[str, Any] = {
             "source": "synthetic",
+            "world": self.kind,
             "size": self.size,
             "seed": self.seed,
             "config": asdict(self.config),
             "click_model": self.click_model.to_dict(),
             "categories": [c.name for c in CATEGORIES],
+            "brand_names": [name for brands in self.brands for name in brands],
             "category_department": list(self.department),
             "departments": list(DEPARTMENTS),
             "split": "time-ordered: first 80% of traffic train, next 10% valid, last 10% test",
             "generated_seconds": round(time.perf_counter() - started, 2),
         }
+        if self.kind != "synthetic":
+            meta["long_tail"] = {
+                "cold_items": int(self.cold_items.sum()),
+                "cold_queries": int(self.cold_queries.sum()),
+                "cold_item_ids": [int(i) for i in np.flatnonzero(self.cold_items)],
+                "cold_query_ids": [int(q) for q in np.flatnonzero(self.cold_queries)],
+                "quality_words": dict(QUALITY_WORDS),
+            }
         return World(
             items=items,
             queries=queries,
@@ -258,6 +328,70 @@ class _Generator:
             }
         )
 
+    def _long_tail(self, items: Table, n_queries: int) -> Table:
+        """The long-tail world's draws (none for the plain world, whose draws stay as they were):
+        exposure weights, cold items and queries, and the worded part of quality, written into
+        the items' text and added to their quality."""
+        cfg, n_items = self.config, items.n_rows
+        self.exposure = np.ones(n_items)
+        self.cold_items = np.zeros(n_items, dtype=bool)
+        self.cold_queries = np.zeros(n_queries, dtype=bool)
+        if self.kind == "synthetic":
+            return items
+        rng, per_category = self.rng, cfg.items_per_category
+        zipf = np.arange(1, per_category + 1, dtype=np.float64) ** -cfg.item_exposure_zipf
+        for c in range(len(CATEGORIES)):
+            self.exposure[c * per_category : (c + 1) * per_category] = rng.permutation(zipf)
+        self.cold_queries = rng.random(n_queries) < cfg.cold_query_share
+        self.cold_queries[EMPTY_QUERY_ID] = False
+        words, effects = zip(*QUALITY_WORDS, strict=True)
+        worded = np.zeros(n_items)
+        texts = list(items["text"])
+        for i in range(n_items):
+            chosen = rng.choice(len(words), int(rng.choice(3, p=[0.3, 0.5, 0.2])), replace=False)
+            if len(chosen):
+                worded[i] = sum(effects[k] for k in chosen)
+                sentence = " and ".join(words[k] for k in chosen)
+                texts[i] = f"{texts[i]} {sentence[0].upper()}{sentence[1:]}."
+        latent = items["quality"].astype(np.float64) * cfg.worded_quality_sd
+        return Table(
+            {
+                **items,
+                "text": np.array(texts),
+                "quality": (latent + worded).astype(np.float32),
+                "worded_quality": worded.astype(np.float32),
+            }
+        )
+
+    def _cold_items(self, pools: IntArray) -> None:
+        """Mark ``cold_item_share`` of the items cold, in a random order, skipping an item where
+        a pool holding it would be left with fewer than a list's length of items to show
+        before the test period."""
+        if self.kind == "synthetic":
+            return
+        cfg = self.config
+        target = round(cfg.cold_item_share * len(self.cold_items))
+        room = cfg.pool_size - cfg.list_length
+        cold_in_pool = np.zeros(len(pools), dtype=np.int64)
+        for item in self.rng.permutation(len(self.cold_items)):
+            if self.cold_items.sum() == target:
+                break
+            holding = np.flatnonzero((pools == item).any(axis=1))
+            if np.all(cold_in_pool[holding] < room):
+                self.cold_items[item] = True
+                cold_in_pool[holding] += 1
+
+    def _choose(self, group: IntArray, take: int) -> list[int]:
+        """``take`` distinct items of ``group``, by exposure weight in the long-tail world."""
+        if self.kind == "synthetic":
+            return [int(i) for i in self.rng.choice(group, take, replace=False)]
+        if take == 0:
+            return []
+        weights = self.exposure[group.astype(np.int64)]
+        return [
+            int(i) for i in self.rng.choice(group, take, replace=False, p=weights / weights.sum())
+        ]
+
     def _pools(
         self, intents: list[_QueryIntent], products: list[_Product]
     ) -> tuple[Table, IntArray, IntArray]:
@@ -283,9 +417,13 @@ class _Generator:
             for group, share in ((on_topic, 0.4), (same_category, 0.25), (same_department, 0.15)):
                 fresh = np.setdiff1d(group, chosen) if len(group) else group
                 take = min(len(fresh), round(share * cfg.pool_size))
-                chosen += [int(i) for i in rng.choice(fresh, take, replace=False)]
+                chosen += self._choose(fresh, take)
             while len(chosen) < cfg.pool_size:
-                candidate = int(rng.integers(n_items))
+                candidate = (
+                    int(rng.integers(n_items))
+                    if self.kind == "synthetic"
+                    else self._choose(np.arange(n_items), 1)[0]
+                )
                 if candidate not in chosen:
                     chosen.append(candidate)
             pools[q] = chosen
@@ -320,20 +458,39 @@ class _Generator:
         taste = interest[user] + np.where(is_search, 0.25, 0.0)[:, None]
         category = pick_rows(rng, taste)
         popularity = 1.0 / np.arange(1, cfg.queries_per_category + 1) ** 0.8
-        rank_in_category = pick_rows(
-            rng, np.broadcast_to(popularity, (n_sessions, len(popularity)))
-        )
+        query_weights = np.broadcast_to(popularity, (n_sessions, len(popularity)))
+        # Long-tail world: cold queries and items exist only from the test period on.
+        before_test = time_split(np.repeat(times, cfg.list_length))[:: cfg.list_length] < 2
+        if self.cold_queries.any():
+            cold = self.cold_queries[1:].reshape(len(CATEGORIES), cfg.queries_per_category)
+            query_weights = popularity * ~(cold[category] & before_test[:, None])
+        rank_in_category = pick_rows(rng, query_weights)
         query = np.where(
             is_search, 1 + category * cfg.queries_per_category + rank_in_category, EMPTY_QUERY_ID
         )
-        # Candidates: the query's pool for a search, random items of the category when browsing.
-        browse = category[:, None] * cfg.items_per_category + rng.integers(
-            0, cfg.items_per_category, size=(n_sessions, cfg.pool_size)
-        )
+        # Candidates: the query's pool for a search, random items of the category when browsing
+        # (by exposure weight in the long-tail world).
+        if self.kind == "synthetic":
+            browse_rank = rng.integers(0, cfg.items_per_category, size=(n_sessions, cfg.pool_size))
+        else:
+            browse_rank = np.zeros((n_sessions, cfg.pool_size), dtype=np.int64)
+            by_category = zip(
+                self.exposure.reshape(len(CATEGORIES), -1),
+                self.cold_items.reshape(len(CATEGORIES), -1),
+                strict=True,
+            )
+            for c, (exposure, cold) in enumerate(by_category):
+                for period, weights in ((before_test, exposure * ~cold), (~before_test, exposure)):
+                    rows = (category == c) & period
+                    browse_rank[rows] = rng.choice(
+                        len(weights), (int(rows.sum()), cfg.pool_size), p=weights / weights.sum()
+                    )
+        browse = category[:, None] * cfg.items_per_category + browse_rank
         candidates = np.where(is_search[:, None], pools[query], browse)
         candidate_relevance = np.where(is_search[:, None], pool_relevance[query], -1)
         quality = items["quality"].astype(np.float64)
         prior = 0.9 * np.maximum(candidate_relevance, 0) + 0.5 * quality[candidates]
+        prior[self.cold_items[candidates] & before_test[:, None]] = -np.inf
         shown = show_lists(rng, prior, cfg.list_length)
 
         rows = np.arange(n_sessions)[:, None]

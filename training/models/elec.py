@@ -37,6 +37,9 @@ class ELECConfig:
     lm_dim: int = 384
     dropout: float = 0.0
     text_dim: int = 64
+    # LayerNorm (learnt scale and shift) on the M-LLM vector before it joins the cross network's
+    # x0: the raw ReLU output has its own scale, unlike the embeddings beside it.
+    injection_norm: bool = False
 
 
 class MLLM(nn.Module):
@@ -111,7 +114,9 @@ class GainNetwork(nn.Module):
 
     def __init__(self, spec: FeatureSpec, config: ELECConfig) -> None:
         super().__init__()
-        self.collaborative = CollaborativeDCN(spec, config, extra_dim=config.mllm_hidden[-1])
+        width = config.mllm_hidden[-1]
+        self.collaborative = CollaborativeDCN(spec, config, extra_dim=width)
+        self.injection: nn.Module = nn.LayerNorm(width) if config.injection_norm else nn.Identity()
 
     def forward(self, batch: Batch, mllm_high: Tensor) -> dict[str, Tensor]:
-        return self.collaborative(batch, mllm_high)  # type: ignore[no-any-return]
+        return self.collaborative(batch, self.injection(mllm_high))  # type: ignore[no-any-return]
