@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluate import rela_impr
-from training.segments import SEGMENT_LABELS, SEGMENTS
+from training.segments import QUERY_SEGMENTS, SEGMENT_LABELS, SEGMENTS
 from training.statistics import NO_DIFFERENCE, paired_difference
 from training.train import load_config, run_training
 
@@ -59,6 +59,11 @@ METRICS: tuple[str, ...] = (
     "request_auc",
     "ndcg_at_10",
     "relevance_score_at_10",
+)
+#: Per segment (training.segments): click AUC everywhere, NDCG@10 of the query segments.
+SEGMENT_METRICS: tuple[str, ...] = (
+    *(f"auc@{s}" for s in SEGMENTS),
+    *(f"ndcg_at_10@{s}" for s in QUERY_SEGMENTS),
 )
 #: Against the base of the same seed (Eq. 12, on AUC and on GAUC).
 DERIVED: tuple[str, ...] = ("rela_impr_auc", "rela_impr_gauc")
@@ -240,9 +245,9 @@ def summarize_runs(runs: dict[str, list[dict[str, float]]], seeds: Sequence[int]
     base = runs.get(BASE, [])
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for name, per_seed in runs.items():
-        values: dict[str, list[float]] = {m: [] for m in (*METRICS, *DERIVED)}
+        values: dict[str, list[float]] = {m: [] for m in (*METRICS, *SEGMENT_METRICS, *DERIVED)}
         for k, metrics in enumerate(per_seed):
-            for m in METRICS:
+            for m in (*METRICS, *SEGMENT_METRICS):
                 if m in metrics:
                     values[m].append(metrics[m])
             if k < len(base):
@@ -255,7 +260,12 @@ def summarize_runs(runs: dict[str, list[dict[str, float]]], seeds: Sequence[int]
             table[name][metric]["values"], table[other][metric]["values"], metric, better
         )
 
-    shared = [m for m in (*COMPARED, "logloss") if all(m in row for row in table.values())]
+    n_seeds = len(seeds)
+    shared = [
+        m
+        for m in (*COMPARED, "logloss", *SEGMENT_METRICS)
+        if all(m in row and len(row[m]["values"]) == n_seeds for row in table.values())
+    ]
     vs_base = {
         name: {m: paired(name, BASE, m) for m in shared}
         for name in table
@@ -402,9 +412,53 @@ def render_markdown(report: dict[str, Any]) -> str:
             ),
             "",
         ]
+    lines += _segment_tables(report)
     lines += _ablation_verdicts(report.get("vs_prectr", {}))
     lines += _epoch_table(report.get("epochs", {}))
     return "\n".join(lines)
+
+
+def _segment_tables(report: dict[str, Any]) -> list[str]:
+    """Every model by segment (mean ± std), each against Wide&Deep, and PRECTR against the
+    fusion control, per segment metric."""
+    table = report["table"]
+    metrics = [m for m in SEGMENT_METRICS if all(m in row for row in table.values())]
+    if not metrics:
+        return []
+    names = [n for n in dict.fromkeys((*TABLE1, *TABLE2, *table)) if n in table]
+    header = "| model | " + " | ".join(metric_label(m) for m in metrics) + " |"
+    rule = "| --- |" + " --- |" * len(metrics)
+    lines = [
+        "## By segment",
+        "",
+        "Items by their training impressions, queries by whether a training impression carried "
+        "them (search requests only); AUC of the segment's test rows, NDCG@10 of its requests.",
+        "",
+        header,
+        rule,
+        *(f"| {n} | " + " | ".join(_cell(table[n].get(m)) for m in metrics) + " |" for n in names),
+        "",
+    ]
+    vs_base = report.get("vs_base") or {}
+    if vs_base:
+        lines += ["### Against Wide&Deep, by segment", "", header, rule]
+        for name in (n for n in names if n in vs_base):
+            cells = [_difference_cell(vs_base[name].get(m)) for m in metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    fusion = report.get("fusion") or {}
+    if any(m in fusion for m in metrics):
+        lines += [
+            "### PRECTR against the fusion control, by segment",
+            "",
+            *(
+                f"- {metric_label(m)}: {_difference_cell(fusion[m])}"
+                for m in metrics
+                if m in fusion
+            ),
+            "",
+        ]
+    return lines
 
 
 def _coverage_note(coverage: dict[str, int] | None) -> str:
@@ -682,7 +736,8 @@ def summarize_elec(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any
     }
 
 
-def _elec_label(metric: str) -> str:
+def metric_label(metric: str) -> str:
+    """ "AUC", or "AUC, cold items (none)" for a segment metric."""
     if "@" not in metric:
         return LABELS[metric]
     name, segment = metric.split("@")
@@ -751,7 +806,7 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
             lines += [
                 "Share of the gain network's gap over DCNv2 alone that the ELEC vanilla network "
                 "closes, where the gain network is shown better: "
-                + ", ".join(f"{_elec_label(m)} {v:.0%}" for m, v in closed.items())
+                + ", ".join(f"{metric_label(m)} {v:.0%}" for m, v in closed.items())
                 + ".",
                 "",
             ]
@@ -798,7 +853,7 @@ def _diagnosis_lines(report: dict[str, Any]) -> list[str]:
     ]
     for row, by_metric in vs_gain.items():
         cells = "; ".join(
-            f"{_elec_label(m)} {_difference_cell(c)}"
+            f"{metric_label(m)} {_difference_cell(c)}"
             for m, c in by_metric.items()
             if m.startswith("auc")
         )

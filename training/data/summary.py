@@ -20,7 +20,7 @@ def summarize(world: World) -> dict[str, Any]:
     hist = imp["hist_len"].astype(np.float64)
     split = imp["split"]
     summary: dict[str, Any] = {
-        "source": world.meta.get("source"),
+        "source": world.meta.get("world") or world.meta.get("source"),
         "impressions": imp.n_rows,
         "requests": len(np.unique(imp["request_id"])),
         "users": world.users.n_rows,
@@ -55,7 +55,23 @@ def summarize(world: World) -> dict[str, Any]:
         and "category_department" in (world.meta)
     ):
         summary["oracle_without"] = oracle_ablation(world)
+    summary.update(segment_shares(world))
     return summary
+
+
+def segment_shares(world: World) -> dict[str, Any]:
+    """The share of test impressions in each segment (training.segments): where a model meets
+    items and queries its ids learnt little or nothing of."""
+    from training.segments import row_segments
+
+    test = np.flatnonzero(world.impressions["split"] == 2)
+    if not len(test):
+        return {}
+    return {
+        "test_segments": {
+            name: float(mask.mean()) for name, mask in row_segments(world, test).items()
+        }
+    }
 
 
 def oracle_ablation(world: World) -> dict[str, float]:
@@ -94,6 +110,9 @@ def oracle_ablation(world: World) -> dict[str, float]:
     for name in ("sensitivity", "interest", "quality", "price_gap"):
         out[name] = oracle_auc(**{name: np.full(len(test), factors[name].mean())})
     out["sensitivity_by_department"] = oracle_auc(sensitivity=sensitivity.mean(axis=1)[user])
+    if "worded_quality" in world.items:  # the long-tail world: the part the text says
+        worded = world.items["worded_quality"][item].astype(np.float64)
+        out["worded_quality"] = oracle_auc(quality=factors["quality"] - worded + worded.mean())
     return out
 
 
@@ -118,6 +137,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         "splits        "
         + "  ".join(f"{name}: {rows:,}" for name, rows in summary["split_rows"].items()),
     ]
+    if "test_segments" in summary:
+        lines.append(
+            "test rows    "
+            + "  ".join(f"{name}: {share:.1%}" for name, share in summary["test_segments"].items())
+        )
     if "oracle_test_auc" in summary:
         lines.append(
             f"oracle AUC    {summary['oracle_test_auc']:.4f} (planted P(click), test split)"
