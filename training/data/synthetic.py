@@ -112,14 +112,15 @@ _SIZES: dict[str, WorldConfig] = {
 
 _LONGTAIL_SIZES: dict[str, WorldConfig] = {
     "tiny": _SIZES["tiny"],
-    # Few impressions per item (300k over 7,500 items, Zipf-exposed) so ids learn slowly; few
-    # distinct texts so five worlds encode in minutes.
+    # Few impressions per item (100k over 7,500 items, Zipf-exposed) so ids learn slowly; few
+    # distinct texts so five worlds encode in minutes, and a report of five worlds fits in two
+    # hours here.
     "default": WorldConfig(
         queries_per_category=40,
         items_per_category=250,
         pool_size=24,
-        n_users=6_000,
-        n_impressions=300_000,
+        n_users=3_000,
+        n_impressions=100_000,
     ),
     "large": WorldConfig(
         queries_per_category=80,
