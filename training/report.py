@@ -131,6 +131,7 @@ def run_report(
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
         report = summarize_runs(runs, seeds[: k + 1])
         report.update(relevance_score_coverage(runs))
+        report.update(segment_row_counts(runs))
         # The runs' own training time, summed: the cost of the report from scratch, also when
         # this call reused finished runs.
         report.update({"data": str(data_dir), "label": label, "minutes": round(seconds / 60, 1)})
@@ -234,6 +235,19 @@ def relevance_score_coverage(runs: dict[str, list[dict[str, float]]]) -> dict[st
                         "queries": int(metrics["relevance_score_queries"]),
                     }
                 }
+    return {}
+
+
+def segment_row_counts(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """The test rows of each segment, from the first run that counted them (the first seed's
+    world)."""
+    for per_seed in runs.values():
+        for metrics in per_seed:
+            counts = {
+                k.removeprefix("rows@"): int(v) for k, v in metrics.items() if k.startswith("rows@")
+            }
+            if counts:
+                return {"segment_rows": counts}
     return {}
 
 
@@ -432,7 +446,8 @@ def _segment_tables(report: dict[str, Any]) -> list[str]:
         "## By segment",
         "",
         "Items by their training impressions, queries by whether a training impression carried "
-        "them (search requests only); AUC of the segment's test rows, NDCG@10 of its requests.",
+        "them (search requests only); AUC of the segment's test rows, NDCG@10 of its requests."
+        + _segment_count_note(report.get("segment_rows") or {}),
         "",
         header,
         rule,
@@ -459,6 +474,16 @@ def _segment_tables(report: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _segment_count_note(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return (
+        " Test rows per segment (first seed's world): "
+        + ", ".join(f"{SEGMENT_LABELS[name]} {n:,}" for name, n in counts.items())
+        + "."
+    )
 
 
 def _coverage_note(coverage: dict[str, int] | None) -> str:
@@ -780,9 +805,7 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
             "## By segment: test AUC",
             "",
             "Items by their training impressions, queries by whether a training impression "
-            "carried them (search requests only); test rows per segment (first seed's world): "
-            + ", ".join(f"{SEGMENT_LABELS[s]} {counts.get(s, 0):,}" for s in segments)
-            + ".",
+            "carried them (search requests only)." + _segment_count_note(counts),
             "",
             "| model | " + " | ".join(SEGMENT_LABELS[s] for s in segments) + " |",
             "| --- |" + " --- |" * len(segments),
