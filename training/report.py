@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluate import rela_impr
-from training.segments import QUERY_SEGMENTS, SEGMENT_LABELS, SEGMENTS
+from training.segments import QUERY_SEGMENTS, SEGMENT_LABELS, SEGMENTS, drop_small_segments
 from training.statistics import NO_DIFFERENCE, paired_difference
 from training.train import load_config, run_training
 
@@ -127,7 +127,9 @@ def run_report(
                 log.info("training %s seed %d (%d of %d runs done)", name, seed, done, total)
                 run_training(cfg, data_of_seed(data_dir, seed), run_dir)
             done += 1
-            runs.setdefault(name, []).append(json.loads(metrics_path.read_text()))
+            runs.setdefault(name, []).append(
+                drop_small_segments(json.loads(metrics_path.read_text()))
+            )
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
         report = summarize_runs(runs, seeds[: k + 1])
         report.update(relevance_score_coverage(runs))
@@ -700,7 +702,7 @@ def run_elec_report(
                     timing_path.parent.mkdir(parents=True, exist_ok=True)
                     timing_path.write_text(json.dumps(timing, indent=2) + "\n")
         for run_dir, rows in runs.values():
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = drop_small_segments(json.loads((run_dir / "metrics.json").read_text()))
             seconds += json.loads((run_dir / "meta.json").read_text()).get("seconds", 0.0)
             segment_rows = segment_rows or {
                 key.removeprefix("rows@"): int(v)

@@ -25,6 +25,9 @@ from training.evaluate import auc, ndcg_at_k
 
 Array = npt.NDArray[Any]
 TAIL_BELOW = 20
+#: A segment with fewer test rows gets no figure in a report: its AUC would be noise (Amazon's
+#: unseen queries are ~30 rows).
+MIN_SEGMENT_ROWS = 200
 ITEM_SEGMENTS: tuple[str, ...] = ("head_items", "tail_items", "cold_items")
 QUERY_SEGMENTS: tuple[str, ...] = ("seen_queries", "unseen_queries")
 SEGMENTS: tuple[str, ...] = ITEM_SEGMENTS + QUERY_SEGMENTS
@@ -75,3 +78,17 @@ def segment_metrics(
             if requests:
                 out[f"{prefix}ndcg_at_10@{name}"] = ndcg
     return out
+
+
+def drop_small_segments(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` without the figures of segments of fewer than ``MIN_SEGMENT_ROWS`` rows."""
+    small = {
+        key.removeprefix("rows@")
+        for key, n in metrics.items()
+        if key.startswith("rows@") and n < MIN_SEGMENT_ROWS
+    }
+    return {
+        key: value
+        for key, value in metrics.items()
+        if "@" not in key or key.startswith("rows@") or key.split("@", 1)[1] not in small
+    }

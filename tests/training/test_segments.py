@@ -41,3 +41,18 @@ def test_segment_metrics_score_each_segment_on_its_own_rows() -> None:
     assert out["rows@cold_items"] == 2
     assert 0.0 < out["m_ndcg_at_10@unseen_queries"] < 1.0
     assert "m_ndcg_at_10@cold_items" not in out  # item segments split requests: no NDCG
+
+
+def test_a_segment_of_few_rows_gets_no_figure() -> None:
+    from training.segments import MIN_SEGMENT_ROWS, drop_small_segments
+
+    metrics = {
+        "auc": 0.7,
+        "rows@cold_items": MIN_SEGMENT_ROWS - 1,
+        "auc@cold_items": 1.0,
+        "rows@head_items": MIN_SEGMENT_ROWS,
+        "gain_auc@head_items": 0.6,
+    }
+    kept = drop_small_segments(metrics)
+    assert "auc@cold_items" not in kept and kept["gain_auc@head_items"] == 0.6
+    assert kept["auc"] == 0.7 and kept["rows@cold_items"] == MIN_SEGMENT_ROWS - 1
