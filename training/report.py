@@ -893,10 +893,9 @@ def _diagnosis_lines(report: dict[str, Any]) -> list[str]:
             for m, c in by_metric.items()
             if m.startswith("auc")
         )
-        moved = sorted(
-            {c["verdict"] for m, c in by_metric.items() if m.startswith("auc")} - {NO_DIFFERENCE}
-        )
-        summary = ", ".join(moved) if moved else "did not move it (no difference shown)"
+        verdicts = {c["verdict"] for m, c in by_metric.items() if m.startswith("auc")}
+        moved = [w for v, w in (("better", "raised it"), ("worse", "lowered it")) if v in verdicts]
+        summary = " and ".join(moved) if moved else "did not move it (no difference shown)"
         lines.append(f"- **{labels[row].removeprefix('diagnosis: ')}**: {summary} ({cells}).")
     return [*lines, ""]
 
@@ -911,7 +910,7 @@ def _elec_verdict(report: dict[str, Any]) -> list[str]:
             versus = vs[row]["auc"]
             holds = versus["verdict"] == NO_DIFFERENCE
             lines += [
-                f"**Sanity ({what} vector):** the gain network with its M-LLM vector {what} is "
+                f"**Sanity (vector {what}):** the gain network with its M-LLM vector {what} is "
                 + (
                     "within the interval of DCNv2 alone"
                     if holds

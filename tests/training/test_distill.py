@@ -104,7 +104,7 @@ def test_elec_report_on_tiny_keeps_the_language_model_frozen(
     # a diagnosis run trains the gain network alone and serves nothing
     assert not (tmp_path / "report" / "runs" / "gain_zero-seed0" / "model.pt").exists()
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "Sanity (zeroed vector)" in markdown and "By segment" in markdown
+    assert "Sanity (vector zeroed)" in markdown and "By segment" in markdown
     for name in ("report.md", "report.json", "report.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
