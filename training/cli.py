@@ -305,8 +305,9 @@ def _elec_report_parser() -> argparse.ArgumentParser:
         default=",".join(ELEC_VARIANTS),
         help="comma-separated ELEC runs beside DCNv2 alone: the full distillation (elec), its "
         "ablations (elec_no_clid, elec_no_mse), the gain network's diagnosis rows (gain_zero, "
-        "gain_shuffled, gain_layernorm, gain_disjoint, gain_full_text) and elec_ln, the "
-        "distillation from a gain network with the normalized injection",
+        "gain_shuffled, gain_layernorm, gain_disjoint, gain_full_text) and elec_fixed, the "
+        "distillation with what the diagnosis found (normalized injection, M-LLM to its best "
+        "validation epoch)",
     )
     parser.add_argument("--label", default="", help="title of the report, e.g. the data set")
     parser.add_argument(

@@ -80,7 +80,8 @@ def _train_mllm(
     rng: np.random.Generator,
 ) -> float:
     """Train the M-LLM's new layers on clicks (through a position tower of its own, as every
-    click model here: PAL), freeze them; returns the validation AUC."""
+    click model here: PAL) for up to ``mllm_epochs``, keeping the epoch of the best validation
+    AUC (patience ``mllm_patience``), then freeze them; returns that validation AUC."""
     settings = cfg.elec
     tower = PositionTower()
     optimizer = torch.optim.Adam(
@@ -88,8 +89,16 @@ def _train_mllm(
     )
     click = torch.from_numpy(features.labels["click"])
     position = torch.from_numpy(features.labels["position"])
+    stopper = EarlyStopping("M-LLM", settings.mllm_patience, {"mllm": mllm})
+
+    def valid_auc() -> float:
+        with torch.no_grad():
+            scores = mllm(torch.from_numpy(samples.compose(valid)))["score"].numpy()
+        return auc(features.labels["click"][valid], scores)
+
     for epoch in range(settings.mllm_epochs):
         order = rng.permutation(train)
+        total, steps = 0.0, 0
         for start in tqdm(
             range(0, len(order), cfg.train.batch_size),
             leave=False,
@@ -101,12 +110,14 @@ def _train_mllm(
             loss = position_aware_bce(out["logit"], tower.log_seen(position[rows]), click[rows])
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        if stopper.end_epoch(total / max(steps, 1), valid_auc()):
+            break
+    stopper.restore()
     mllm.eval()
     for p in mllm.parameters():
         p.requires_grad_(False)  # frozen from here on (ELEC 2.3.2)
-    with torch.no_grad():
-        scores = mllm(torch.from_numpy(samples.compose(valid)))["score"].numpy()
-    return auc(features.labels["click"][valid], scores)
+    return stopper.best_auc
 
 
 def distillation_loss(

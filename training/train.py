@@ -110,7 +110,10 @@ class LossSection(_Section):
 class ElecSection(_Section):
     """ELEC's distillation (training.distill); switching a term off gives the ablations."""
 
+    # Up to this many epochs, keeping the best by validation AUC (patience ``mllm_patience``):
+    # one epoch over a small world is a few dozen steps, which left the M-LLM near chance.
     mllm_epochs: int = 1
+    mllm_patience: int = 2
     mllm_lr: float = 1e-3
     use_clid: bool = True
     use_rep: bool = True
