@@ -951,7 +951,8 @@ def _elec_verdict(report: dict[str, Any]) -> list[str]:
     where = "below" if gain_vs["verdict"] == "worse" else "not shown above"
     return [
         *lines,
-        f"**Overall, ELEC did not pay off: there is no gap to close.** The gain network is "
+        f"**ELEC with the raw injection did not pay off: there is no gap to close.** The gain "
+        f"network is "
         f"{where} DCNv2 alone ({gain['mean']:.4f} against {alone['mean']:.4f}; paired "
         f"difference {_difference_cell(gain_vs)}), and distilling from it moves the vanilla "
         f"network to {vanilla['mean']:.4f} ({_difference_cell(vs['elec_vanilla']['auc'])}). "
