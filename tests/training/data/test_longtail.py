@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +64,28 @@ def test_same_seed_same_long_tail_world(world: World) -> None:
     again = generate_world("tiny", seed=0, kind="longtail")
     assert np.array_equal(again.impressions["click"], world.impressions["click"])
     assert list(again.items["text"]) == list(world.items["text"])
+
+
+def test_ranker_data_generate_longtail_tiny(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "data",
+            "generate",
+            "--world",
+            "longtail",
+            "--size",
+            "tiny",
+            "--out",
+            str(tmp_path / "world"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cold_items" in result.stdout  # the summary states the segments' test shares
+    world = World.load(tmp_path / "world")
+    assert world.meta["world"] == "longtail" and "worded_quality" in world.items
