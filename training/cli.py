@@ -231,6 +231,16 @@ def _eval_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (default: every core); two reports side by side on 2 cores "
+        "run faster with 1 each",
+    )
+
+
 def _report_parser() -> argparse.ArgumentParser:
     from training.report import TABLE1, TABLE2
 
@@ -271,13 +281,7 @@ def _report_parser() -> argparse.ArgumentParser:
         help="rewrite --out's report from the per-seed values its report.json holds (no "
         "training); NOTE says what protocol those runs followed",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads per run (default: every core); two reports side by side on 2 cores "
-        "run faster with 1 each",
-    )
+    _add_threads(parser)
     return parser
 
 
@@ -313,13 +317,7 @@ def _elec_report_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-timing", action="store_true", help="skip the Table 5 analog (ms per request)"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads per run (default: every core); two reports side by side on 2 cores "
-        "run faster with 1 each",
-    )
+    _add_threads(parser)
     return parser
 
 

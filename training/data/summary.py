@@ -10,6 +10,7 @@ from service.contract import EMPTY_QUERY_ID, RELEVANCE_LEVELS
 from training.data.simulate import ClickModel
 from training.data.tables import SPLITS, World
 from training.evaluate import auc
+from training.segments import row_segments
 
 
 def summarize(world: World) -> dict[str, Any]:
@@ -62,8 +63,6 @@ def summarize(world: World) -> dict[str, Any]:
 def segment_shares(world: World) -> dict[str, Any]:
     """The share of test impressions in each segment (training.segments): where a model meets
     items and queries its ids learnt little or nothing of."""
-    from training.segments import row_segments
-
     test = np.flatnonzero(world.impressions["split"] == 2)
     if not len(test):
         return {}

@@ -374,13 +374,15 @@ class _Generator:
         target = round(cfg.cold_item_share * len(self.cold_items))
         room = cfg.pool_size - cfg.list_length
         cold_in_pool = np.zeros(len(pools), dtype=np.int64)
+        marked = 0
         for item in self.rng.permutation(len(self.cold_items)):
-            if self.cold_items.sum() == target:
+            if marked == target:
                 break
             holding = np.flatnonzero((pools == item).any(axis=1))
             if np.all(cold_in_pool[holding] < room):
                 self.cold_items[item] = True
                 cold_in_pool[holding] += 1
+                marked += 1
 
     def _choose(self, group: IntArray, take: int) -> list[int]:
         """``take`` distinct items of ``group``, by exposure weight in the long-tail world."""
