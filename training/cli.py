@@ -317,6 +317,13 @@ def _elec_report_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-timing", action="store_true", help="skip the Table 5 analog (ms per request)"
     )
+    parser.add_argument(
+        "--adopt",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="take the runs an ELEC report.json recorded (same data, seeds and code) instead of "
+        "training them again, e.g. to add a seed to a committed report",
+    )
     _add_threads(parser)
     return parser
 
@@ -356,6 +363,11 @@ def run_train(argv: Sequence[str]) -> int:
         from training.report import render_elec_markdown, run_elec_report
 
         args = _elec_report_parser().parse_args(argv[1:])
+        if args.adopt:
+            from training.report import adopt_elec_runs
+
+            adopted = adopt_elec_runs(args.adopt, args.out)
+            print(f"adopted {len(adopted)} runs from {args.adopt}")
         report = run_elec_report(
             args.data,
             args.out,

@@ -163,12 +163,16 @@ def adopt_runs(report_json: Path, out_dir: Path) -> list[str]:
                 epochs_run=chosen.get("epochs_run"),
                 train_seconds=chosen.get("seconds"),
             )
-            run_dir.mkdir(parents=True, exist_ok=True)
             meta = {"seconds": chosen.get("seconds") or 0.0, "adopted_from": str(report_json)}
-            (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            _write_adopted_run(run_dir, metrics, meta)
             adopted.append(run_dir.name)
     return adopted
+
+
+def _write_adopted_run(run_dir: Path, metrics: dict[str, Any], meta: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def resummarize(out_dir: Path, note: str) -> dict[str, Any]:
@@ -665,6 +669,42 @@ def _row_values(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {m: metrics[prefix + m] for m in ELEC_METRICS if prefix + m in metrics}
 
 
+def adopt_elec_runs(report_json: Path, out_dir: Path) -> list[str]:
+    """Take the finished runs an ELEC report recorded as runs of ``out_dir`` (per seed, every
+    row a run produced), so the report can grow by seeds or variants without training again what
+    it holds. A run is adopted only where the report has every one of its rows for every seed.
+    ELEC reports keep only the total of the runs' times, so each adopted run is given an equal
+    share of it (the sum stays true). Only for the same data, seeds and training code: the caller
+    vouches for that. Returns the run names adopted (a run already in ``out_dir`` is kept)."""
+    old = json.loads(report_json.read_text())
+    seeds, table = old["seeds"], old["table"]
+    run_rows = {"dcnv2": {"dcnv2": ""}, **{name: rows for name, (_, rows) in ELEC_VARIANTS.items()}}
+    complete = {
+        name: rows
+        for name, rows in run_rows.items()
+        if all(row in table and len(table[row]["auc"]["values"]) == len(seeds) for row in rows)
+    }
+    share = old.get("minutes", 0.0) * 60 / max(1, len(complete) * len(seeds))
+    adopted = []
+    for k, seed in enumerate(seeds):
+        for name, rows in complete.items():
+            run_dir = out_dir / "runs" / f"{name}-seed{seed}"
+            if (run_dir / "metrics.json").is_file():
+                continue
+            metrics: dict[str, Any] = {
+                prefix + m: table[row][m]["values"][k]
+                for row, prefix in rows.items()
+                for m in table[row]
+                if len(table[row][m]["values"]) == len(seeds)
+            }
+            if k == 0:  # the report counts segment rows on its first seed's world
+                metrics.update({f"rows@{s}": n for s, n in old.get("segment_rows", {}).items()})
+            meta = {"seconds": share, "adopted_from": str(report_json), "seconds_are": "a share"}
+            _write_adopted_run(run_dir, metrics, meta)
+            adopted.append(run_dir.name)
+    return adopted
+
+
 def run_elec_report(
     data_dir: Path,
     out_dir: Path,
@@ -687,10 +727,12 @@ def run_elec_report(
     if timing_path.is_file():
         timing = json.loads(timing_path.read_text())
     segment_rows: dict[str, int] = {}
+    reach: list[dict[str, dict[str, float]]] = []
     report: dict[str, Any] = {}
     for k, seed in enumerate(seeds):
         base = {**(overrides or {}), **seed_overrides(seed)}
         world = data_of_seed(data_dir, seed)
+        reach += _text_reach(world)
         runs: dict[str, tuple[Path, dict[str, str]]] = {
             "dcnv2": (out_dir / "runs" / f"dcnv2-seed{seed}", {"dcnv2": ""})
         }
@@ -727,6 +769,7 @@ def run_elec_report(
             "seeds": list(seeds[: k + 1]),
             **summarize_elec(table),
             "segment_rows": segment_rows,
+            **({"text_reach": _reach_stats(reach)} if reach else {}),
             "timing_ms": timing,
             "minutes": round(seconds / 60, 1),
         }
@@ -735,6 +778,28 @@ def run_elec_report(
         (out_dir / "report.md").write_text(render_elec_markdown(report))
         plot_elec_report(report, out_dir / "report.png")
     return report
+
+
+def _text_reach(world: Path) -> list[dict[str, dict[str, float]]]:
+    """The oracle's text reach by segment of a generated world with worded quality (empty for
+    any other world, or one not on disk: a report of adopted runs needs no data)."""
+    from training.data.summary import text_reach_by_segment
+    from training.data.tables import World
+
+    if not (world / "world.json").is_file():
+        return []
+    loaded = World.load(world, mmap=True)
+    return [text_reach_by_segment(loaded)] if "worded_quality" in loaded.items else []
+
+
+def _reach_stats(
+    reach: list[dict[str, dict[str, float]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per segment and figure (words_unread, words_read, reach): its stats over the worlds."""
+    segments = [s for s in SEGMENTS if all(s in world for world in reach)]
+    return {
+        s: {key: stats([world[s][key] for world in reach]) for key in reach[0][s]} for s in segments
+    }
 
 
 def summarize_elec(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -851,6 +916,7 @@ def render_elec_markdown(report: dict[str, Any]) -> str:
                 "",
             ]
     lines += _diagnosis_lines(report)
+    lines += _text_reach_lines(report)
     if timing:
         sizes = list(timing["vanilla"])
         lines += [
@@ -901,6 +967,42 @@ def _diagnosis_lines(report: dict[str, Any]) -> list[str]:
         moved = [w for v, w in (("better", "raised it"), ("worse", "lowered it")) if v in verdicts]
         summary = " and ".join(moved) if moved else "did not move it (no difference shown)"
         lines.append(f"- **{labels[row].removeprefix('diagnosis: ')}**: {summary} ({cells}).")
+    return [*lines, ""]
+
+
+def _text_reach_lines(report: dict[str, Any]) -> list[str]:
+    """The most reading the item text can add, by segment (the world's oracle), beside how
+    wide the gain network's paired interval against DCNv2 alone is there: where the first is
+    smaller than the second, no report of this size could show the text's gain."""
+    reach = report.get("text_reach") or {}
+    if not reach:
+        return []
+    gain_row = "gain_fixed" if "gain_fixed" in report["vs_dcnv2"] else "gain"
+    versus = report["vs_dcnv2"].get(gain_row, {})
+    n_worlds = len(next(iter(reach.values()))["reach"]["values"])
+    lines = [
+        "## What reading the words can add at most, by segment",
+        "",
+        "The planted P(click) of the test rows (every other factor exact) with the items' "
+        "quality unknown, and with its worded part known but not its latent part: what a model "
+        "that reads the item text, and learnt nothing from the item's id, can know of quality "
+        f"(as on a cold item). Mean over {n_worlds} worlds (min to max); beside it, the "
+        f"half-width of the {dict(ELEC_ROWS)[gain_row]}'s paired 95% interval against DCNv2 "
+        "alone on that segment.",
+        "",
+        "| segment | oracle AUC, quality unknown | worded part read | reach | half-width of "
+        "the interval |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for segment, cell in reach.items():
+        spread = cell["reach"]["values"]
+        interval = versus.get(f"auc@{segment}")
+        half = f"{(interval['high'] - interval['low']) / 2:.4f}" if interval else "-"
+        lines.append(
+            f"| {SEGMENT_LABELS[segment]} | {cell['words_unread']['mean']:.4f} | "
+            f"{cell['words_read']['mean']:.4f} | +{cell['reach']['mean']:.4f} "
+            f"({min(spread):+.4f} to {max(spread):+.4f}) | {half} |"
+        )
     return [*lines, ""]
 
 

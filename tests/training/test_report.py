@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 
 from training.report import (
+    adopt_elec_runs,
     adopt_runs,
     render_markdown,
     resummarize,
+    run_elec_report,
     run_report,
+    stats,
+    summarize_elec,
     summarize_runs,
     write_report,
 )
@@ -216,3 +220,62 @@ def test_a_report_grows_by_adopting_the_runs_another_recorded(tmp_path: Path) ->
     assert grown["vs_base"] == old["vs_base"]
     assert grown["epochs"] == old["epochs"]
     assert grown["minutes"] == 1.2  # 6 runs of 12 s
+
+
+def test_an_elec_report_grows_by_adopting_the_runs_another_recorded(tmp_path: Path) -> None:
+    """An ELEC report's runs are rebuilt row by row from its report.json: the same table and
+    minutes come back without training (there is no data to train on), and a variant with a row
+    missing for a seed is not adopted (it would train)."""
+    values = {
+        "dcnv2": [0.70, 0.71, 0.69],
+        "elec_vanilla": [0.71, 0.72, 0.70],
+        "gain": [0.72, 0.72, 0.71],
+        "mllm": [0.60, 0.61, 0.59],
+        "gain_zero": [0.70, 0.70, 0.70],
+    }
+    table = {
+        row: {
+            "auc": stats(v),
+            "logloss": stats([0.4, 0.41, 0.39]),
+            "auc@cold_items": stats([x - 0.02 for x in v]),
+        }
+        for row, v in values.items()
+    }
+    table["gain_shuffled"] = {"auc": stats([0.7, 0.7])}  # one seed short
+    old = {
+        "seeds": [0, 1, 2],
+        **summarize_elec(table),
+        "segment_rows": {"cold_items": 1000},
+        "timing_ms": {},
+        "minutes": 1.5,
+    }
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "report.json").write_text(json.dumps(old))
+    out = tmp_path / "new"
+    adopted = adopt_elec_runs(tmp_path / "old" / "report.json", out)
+    assert sorted(adopted) == sorted(
+        f"{run}-seed{seed}" for run in ("dcnv2", "elec", "gain_zero") for seed in (0, 1, 2)
+    )
+    assert adopt_elec_runs(tmp_path / "old" / "report.json", out) == []  # kept, not rewritten
+    grown = run_elec_report(
+        tmp_path / "no-data", out, seeds=[0, 1, 2], variants=["elec", "gain_zero"], timing_sizes=()
+    )
+    assert grown["table"] == {row: cells for row, cells in table.items() if row != "gain_shuffled"}
+    assert grown["minutes"] == 1.5
+    assert grown["segment_rows"] == {"cold_items": 1000}
+    assert grown["vs_gain"]["gain_zero"]["auc"] == old["vs_gain"]["gain_zero"]["auc"]
+
+    # Over a long-tail world on disk the report adds what reading the words can add at most,
+    # by segment, beside the width of the gain network's interval there.
+    from training.data.synthetic import generate_world
+
+    generate_world("tiny", seed=0, kind="longtail").save(tmp_path / "world")
+    over_world = run_elec_report(
+        tmp_path / "world", out, seeds=[0, 1, 2], variants=["elec", "gain_zero"], timing_sizes=()
+    )
+    cold = over_world["text_reach"]["cold_items"]
+    assert len(cold["reach"]["values"]) == 3 and cold["reach"]["mean"] > 0
+    markdown = (out / "report.md").read_text()
+    assert "What reading the words can add at most" in markdown
+    width = over_world["vs_dcnv2"]["gain"]["auc@cold_items"]
+    assert f"{(width['high'] - width['low']) / 2:.4f} |" in markdown

@@ -10,7 +10,7 @@ from service.contract import EMPTY_QUERY_ID, RELEVANCE_LEVELS
 from training.data.simulate import ClickModel
 from training.data.tables import SPLITS, World
 from training.evaluate import auc
-from training.segments import row_segments
+from training.segments import MIN_SEGMENT_ROWS, row_segments
 
 
 def summarize(world: World) -> dict[str, Any]:
@@ -56,6 +56,8 @@ def summarize(world: World) -> dict[str, Any]:
         and "category_department" in (world.meta)
     ):
         summary["oracle_without"] = oracle_ablation(world)
+        if "worded_quality" in world.items:
+            summary["text_reach"] = text_reach_by_segment(world)
     summary.update(segment_shares(world))
     return summary
 
@@ -73,45 +75,88 @@ def segment_shares(world: World) -> dict[str, Any]:
     }
 
 
+class _Oracle:
+    """The planted P(click) of a world's test rows, with any factor replaced by another value.
+
+    Needs the synthetic world's latent columns (sensitivity, interest, quality, price taste).
+    """
+
+    def __init__(self, world: World) -> None:
+        imp = world.impressions
+        self.test = np.flatnonzero(imp["split"] == 2)
+        self.model = ClickModel.from_dict(world.meta["click_model"])
+        user, item = imp["user_id"][self.test], imp["item_id"][self.test]
+        department = np.asarray(world.meta["category_department"])
+        query_category = world.queries["category"][imp["query_id"][self.test]].astype(np.int64)
+        self.sensitivity = world.users["sensitivity"].astype(np.float64)
+        self.user = user
+        self.factors: dict[str, Any] = {
+            "relevance": imp["relevance"][self.test].astype(np.int64),
+            "sensitivity": self.sensitivity[user, department[np.maximum(query_category, 0)]],
+            "interest": world.users["interest"][
+                user, world.items["category"][item].astype(np.int64)
+            ].astype(np.float64),
+            "quality": world.items["quality"][item].astype(np.float64),
+            "price_gap": np.abs(
+                world.items["price_bucket"][item].astype(np.float64)
+                - world.users["price_pref"][user]
+            ),
+        }
+        self.worded = (
+            world.items["worded_quality"][item].astype(np.float64)
+            if "worded_quality" in world.items
+            else None
+        )
+        self.examination = self.model.examination(imp["position"][self.test])
+        self.click = imp["click"][self.test]
+
+    def auc(self, mask: Any = slice(None), **replaced: Any) -> float:
+        """Test AUC (over ``mask`` of the test rows) of P(click) with ``replaced`` factors."""
+        args = {**self.factors, **replaced}
+        p_click = self.examination / (1 + np.exp(-self.model.attraction_logit(**args)))
+        return auc(self.click[mask], p_click[mask])
+
+
 def oracle_ablation(world: World) -> dict[str, float]:
     """Test AUC of the planted P(click) with one factor at a time replaced by its mean.
 
-    Needs the synthetic world's latent columns (sensitivity, interest, quality, price taste);
-    the drop from the full oracle is what that factor is worth.
+    The drop from the full oracle is what that factor is worth.
     """
-    imp = world.impressions
-    test = np.flatnonzero(imp["split"] == 2)
-    model = ClickModel.from_dict(world.meta["click_model"])
-    user, item = imp["user_id"][test], imp["item_id"][test]
-    department = np.asarray(world.meta["category_department"])
-    query_category = world.queries["category"][imp["query_id"][test]].astype(np.int64)
-    sensitivity = world.users["sensitivity"].astype(np.float64)
-    factors = {
-        "relevance": imp["relevance"][test].astype(np.int64),
-        "sensitivity": sensitivity[user, department[np.maximum(query_category, 0)]],
-        "interest": world.users["interest"][
-            user, world.items["category"][item].astype(np.int64)
-        ].astype(np.float64),
-        "quality": world.items["quality"][item].astype(np.float64),
-        "price_gap": np.abs(
-            world.items["price_bucket"][item].astype(np.float64) - world.users["price_pref"][user]
-        ),
-    }
-    examination = model.examination(imp["position"][test])
-    click = imp["click"][test]
-
-    def oracle_auc(**replaced: Any) -> float:
-        args = {**factors, **replaced}
-        return auc(click, examination / (1 + np.exp(-model.attraction_logit(**args))))
-
-    out = {"full": oracle_auc()}
-    out["relevance"] = oracle_auc(relevance=np.full(len(test), -1))
+    oracle = _Oracle(world)
+    factors, n = oracle.factors, len(oracle.test)
+    out = {"full": oracle.auc()}
+    out["relevance"] = oracle.auc(relevance=np.full(n, -1))
     for name in ("sensitivity", "interest", "quality", "price_gap"):
-        out[name] = oracle_auc(**{name: np.full(len(test), factors[name].mean())})
-    out["sensitivity_by_department"] = oracle_auc(sensitivity=sensitivity.mean(axis=1)[user])
-    if "worded_quality" in world.items:  # the long-tail world: the part the text says
-        worded = world.items["worded_quality"][item].astype(np.float64)
-        out["worded_quality"] = oracle_auc(quality=factors["quality"] - worded + worded.mean())
+        out[name] = oracle.auc(**{name: np.full(n, factors[name].mean())})
+    out["sensitivity_by_department"] = oracle.auc(
+        sensitivity=oracle.sensitivity.mean(axis=1)[oracle.user]
+    )
+    if oracle.worded is not None:  # the long-tail world: the part the text says
+        worded = oracle.worded
+        out["worded_quality"] = oracle.auc(quality=factors["quality"] - worded + worded.mean())
+    return out
+
+
+def text_reach_by_segment(world: World) -> dict[str, dict[str, float]]:
+    """What reading the item text is worth where the ids know nothing: per segment of the test
+    rows (training.segments), the oracle's AUC knowing the worded part of quality but not the
+    latent part (``words_read``: the most a model that reads the text and not the ids can know
+    of quality, as on a cold item) and knowing neither (``words_unread``), every other factor
+    exact; ``reach`` is the difference. Empty for a world with no worded quality."""
+    oracle = _Oracle(world)
+    if oracle.worded is None:
+        return {}
+    quality, worded = oracle.factors["quality"], oracle.worded
+    latent = quality - worded
+    words_read = worded + latent.mean()
+    unread = np.full(len(quality), quality.mean())
+    out = {}
+    for name, mask in row_segments(world, oracle.test).items():
+        if mask.sum() < MIN_SEGMENT_ROWS or not 0 < oracle.click[mask].sum() < mask.sum():
+            continue
+        read = oracle.auc(mask, quality=words_read)
+        not_read = oracle.auc(mask, quality=unread)
+        out[name] = {"words_read": read, "words_unread": not_read, "reach": read - not_read}
     return out
 
 
@@ -153,5 +198,14 @@ def format_summary(summary: dict[str, Any]) -> str:
                 for name, value in summary["oracle_without"].items()
                 if name != "full"
             )
+        )
+    if summary.get("text_reach"):
+        lines.append(
+            "text reach    "
+            + "  ".join(
+                f"{name}: {cell['words_unread']:.4f} -> {cell['words_read']:.4f}"
+                for name, cell in summary["text_reach"].items()
+            )
+            + " (oracle AUC, quality unknown -> its worded part read)"
         )
     return "\n".join(lines)
