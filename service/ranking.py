@@ -410,7 +410,7 @@ async def _score_shadow(
         return
     try:
         feed = {name: inputs[name] for name in shadow.runner.input_names}
-        outputs = await state.infer(shadow, feed)
+        outputs = await state.infer(shadow, feed, answering=False)
         metrics.SHADOW_DISAGREEMENT.labels(served_name, shadow_name).observe(
             rank_disagreement(served_scores, outputs["score"])
         )

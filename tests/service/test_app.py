@@ -150,6 +150,20 @@ LIMITS = {"max_candidates": 20, "max_string_length": 40, "max_body_bytes": 4096}
             "string_too_long",
         ),
         (
+            {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}, {"item_id": "b" * 41}]},
+            422,
+            "string_too_long",
+        ),
+        (
+            {
+                "user_id": "u",
+                "query": "q",
+                "candidates": [{"item_id": "a"}, {"item_id": "b", "features": {"title": "t" * 41}}],
+            },
+            422,
+            "string_too_long",
+        ),
+        (
             {"user_id": "u", "query": "q", "candidates": [{"item_id": "a"}], "model": "nope"},
             422,
             "unknown_model",
@@ -507,23 +521,29 @@ def test_an_index_built_with_another_text_tower_is_not_served(
 def test_inference_runs_on_its_threads_and_scores_the_same(
     make_settings: MakeSettings, tiny_snapshot: Snapshot, threads: int
 ) -> None:
-    """With inference threads the models run off the event loop (so the loop parses and
-    fetches meanwhile); with 0 they run on it. The scores are the same either way."""
+    """With inference threads the models run off the event loop while another ranking is in
+    flight (so the loop parses and fetches it meanwhile); a ranking alone in flight, or every
+    ranking with 0 threads, runs on the loop. The scores are the same either way."""
     body = _request(tiny_snapshot)
     ran_on: list[str] = []
     with serving(make_settings(inference_threads=threads)) as client:
-        runner = client.app.state.service.registry.get("prectr").runner  # type: ignore[attr-defined]
+        state = client.app.state.service  # type: ignore[attr-defined]
+        runner = state.registry.get("prectr").runner
         run = runner.run
 
         def spy(inputs: dict[str, Any]) -> dict[str, Any]:
             ran_on.append(threading.current_thread().name)
             return run(inputs)
 
+        def another_in_flight(change: int) -> None:
+            state.in_flight += change  # on the loop's thread, as the handlers change it
+
         runner.run = spy
-        answers = [client.post("/rank", json=body).json() for _ in range(3)]
+        answers = [client.post("/rank", json=body).json() for _ in range(2)]
+        client.portal.call(another_in_flight, 1)  # type: ignore[union-attr]
+        answers.append(client.post("/rank", json=body).json())
+        client.portal.call(another_in_flight, -1)  # type: ignore[union-attr]
         loop_thread = client.portal.call(lambda: threading.current_thread().name)  # type: ignore[union-attr]
     assert all(a["items"] == answers[0]["items"] for a in answers)
-    if threads:
-        assert ran_on and all(name.startswith("inference") for name in ran_on)
-    else:
-        assert ran_on == [loop_thread] * 3
+    assert ran_on[:2] == [loop_thread] * 2
+    assert ran_on[2] == ("inference_0" if threads else loop_thread)

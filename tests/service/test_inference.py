@@ -99,3 +99,49 @@ def test_cuda_is_refused_where_it_cannot_start(prectr: ModelPackage) -> None:
 def test_bad_buckets_are_refused(prectr: ModelPackage) -> None:
     with pytest.raises(InferenceError, match="increasing"):
         OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(buckets=(64, 16)))
+
+
+def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_it(
+    prectr: ModelPackage, tiny_runs: Any
+) -> None:
+    """A ranking alone in flight is inferred on the event loop (the hand-off would buy
+    nothing); with another ranking in flight, or an inference already on the pool, or off the
+    response path (a shadow score), it runs on the inference thread."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from service.settings import Settings
+    from service.state import ServiceState
+
+    threads: list[str] = []
+
+    class Recording(OnnxRunner):
+        def run(self, inputs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return super().run(inputs)
+
+    runner = Recording(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
+    model = SimpleNamespace(runner=runner)
+    inputs = random_inputs("prectr", _spec(tiny_runs), 5, seed=0)
+    state = ServiceState(Settings(store="redis"))
+    state.inference_pool = ThreadPoolExecutor(1, "inference")
+
+    async def scenarios() -> None:
+        state.in_flight = 1
+        await state.infer(model, inputs)  # type: ignore[arg-type]
+        await state.infer(model, inputs, answering=False)  # type: ignore[arg-type]
+        state.in_flight = 2
+        await state.infer(model, inputs)  # type: ignore[arg-type]
+        state.in_flight, state.pool_runs = 1, 1
+        await state.infer(model, inputs)  # type: ignore[arg-type]
+
+    try:
+        asyncio.run(scenarios())
+    finally:
+        state.inference_pool.shutdown()
+    loop_thread = threading.current_thread().name
+    assert threads[0] == loop_thread
+    assert all(name.startswith("inference") for name in threads[1:]), threads
+    assert state.pool_runs == 1  # the counter was set by hand above; infer leaves it as found
