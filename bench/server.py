@@ -96,7 +96,7 @@ def serving(
         for name in ("RANKER_STORE_TIMEOUT_MS", "RANKER_DEADLINE_MS", "RANKER_MAX_CANDIDATES"):
             env.pop(name)
     # Multiprocess metrics, as the image runs them (a fresh folder: stale files would add up).
-    metrics_dir = config.out / f"metrics-{uuid.uuid4().hex[:8]}"
+    metrics_dir = (config.out / f"metrics-{uuid.uuid4().hex[:8]}").resolve()  # the caller's path
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     service = ServiceProcess(env, workers, port)
