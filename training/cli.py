@@ -309,7 +309,8 @@ def _elec_report_parser() -> argparse.ArgumentParser:
         default=",".join(ELEC_VARIANTS),
         help="comma-separated ELEC runs beside DCNv2 alone: the full distillation (elec), its "
         "ablations (elec_no_clid, elec_no_mse), the gain network's diagnosis rows (gain_zero, "
-        "gain_shuffled, gain_layernorm, gain_disjoint, gain_full_text) and elec_fixed, the "
+        "gain_shuffled, gain_layernorm, gain_disjoint, gain_full_text), elec_norm (the "
+        "distillation with the normalized injection) and elec_fixed, the "
         "distillation with what the diagnosis found (normalized injection, M-LLM to its best "
         "validation epoch)",
     )

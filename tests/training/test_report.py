@@ -279,3 +279,33 @@ def test_an_elec_report_grows_by_adopting_the_runs_another_recorded(tmp_path: Pa
     assert "What reading the words can add at most" in markdown
     width = over_world["vs_dcnv2"]["gain"]["auc@cold_items"]
     assert f"{(width['high'] - width['low']) / 2:.4f} |" in markdown
+
+
+def test_the_elec_report_says_what_share_of_a_shown_gap_each_distillation_closes() -> None:
+    """Where a gain network is shown above DCNv2 alone (here the normalized one, on tail items
+    only), the report gives the share of that gap its vanilla network closes; where it is not
+    shown, it says there is no gap."""
+    from training.report import render_elec_markdown
+
+    base = [0.70, 0.71, 0.69, 0.70, 0.72]
+
+    def row(overall: float, tail: float) -> dict[str, Any]:
+        return {
+            "auc": stats([b + overall + 0.001 * (k % 2) for k, b in enumerate(base)]),
+            "auc@tail_items": stats([b + tail + 0.001 * (k % 2) for k, b in enumerate(base)]),
+        }
+
+    table = {
+        "dcnv2": row(0.0, 0.0),
+        "gain": row(0.0, 0.0),
+        "elec_vanilla": row(0.0, 0.0),
+        "gain_norm": row(0.0, 0.02),
+        "elec_norm_vanilla": row(0.0, 0.01),
+    }
+    report = {"data": "x", "seeds": [0, 1, 2, 3, 4], **summarize_elec(table), "minutes": 1.0}
+    closed = report["gap_closed_by_vanilla"]["elec_norm_vanilla"]
+    assert set(closed) == {"auc@tail_items"}
+    assert closed["auc@tail_items"] == pytest.approx(0.5, abs=0.01)
+    markdown = render_elec_markdown(report)
+    assert "ELEC with the normalized injection" in markdown
+    assert "the vanilla network closes AUC, tail items (1-19) 50%" in markdown
