@@ -30,7 +30,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="report folder")
     parser.add_argument("--repeats", type=int, default=200, help="requests per latency point")
     parser.add_argument(
-        "--rates", default="10,20,40,60,80,100", help="open-loop rates (req/s), comma-separated"
+        "--rates",
+        default="10,25,50,100,150,200,250,300",
+        help="open-loop rates (req/s), comma-separated",
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--objective-ms", type=float, default=50.0, help="p99 latency objective")

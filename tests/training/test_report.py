@@ -299,13 +299,20 @@ def test_the_elec_report_says_what_share_of_a_shown_gap_each_distillation_closes
         "dcnv2": row(0.0, 0.0),
         "gain": row(0.0, 0.0),
         "elec_vanilla": row(0.0, 0.0),
-        "gain_norm": row(0.0, 0.02),
+        "gain_fixed": row(0.0, 0.02),
+        "elec_fixed_vanilla": row(0.0, 0.01),
+        # the same gain network kept at the vanilla's best epoch (no gap) and at its own (a gap)
+        "gain_norm": row(0.0, 0.0),
+        "gain_layernorm": row(0.0, 0.04),
         "elec_norm_vanilla": row(0.0, 0.01),
     }
     report = {"data": "x", "seeds": [0, 1, 2, 3, 4], **summarize_elec(table), "minutes": 1.0}
-    closed = report["gap_closed_by_vanilla"]["elec_norm_vanilla"]
-    assert set(closed) == {"auc@tail_items"}
-    assert closed["auc@tail_items"] == pytest.approx(0.5, abs=0.01)
+    closed = report["gap_closed_by_vanilla"]
+    assert set(closed) == {"elec_fixed_vanilla"}
+    assert set(closed["elec_fixed_vanilla"]) == {"auc@tail_items"}
+    assert closed["elec_fixed_vanilla"]["auc@tail_items"] == pytest.approx(0.5, abs=0.01)
     markdown = render_elec_markdown(report)
-    assert "ELEC with the normalized injection" in markdown
+    assert "ELEC with both fixes" in markdown
     assert "the vanilla network closes AUC, tail items (1-19) 50%" in markdown
+    assert "ELEC with the normalized injection" in markdown and "no gap to close" in markdown
+    assert "of that gap the vanilla network above closes AUC, tail items (1-19) 25%" in markdown
