@@ -1067,7 +1067,7 @@ def _elec_verdict(report: dict[str, Any]) -> list[str]:
             "",
         ]
         alone = _TRAINED_ALONE.get(gain_row)
-        if alone in vs:
+        if alone is not None and alone in vs:
             shares = ", ".join(
                 f"{metric_label(m)} {share:.0%}"
                 for m, share in _gap_shares(table, alone, vanilla_row, vs[alone]).items()
