@@ -654,17 +654,19 @@ _FIXES = {
 #: network's best validation epoch, a diagnosis run the gain network's own.
 _TRAINED_ALONE = {"gain_norm": "gain_layernorm"}
 _DIAGNOSIS = {"elec.train_vanilla": False}
+#: DCNv2 alone's run: the one report row it gives (metrics unprefixed).
+_DCNV2_ROWS = {"dcnv2": ""}
 #: run name -> (config overrides, {report row: the prefix of its metrics in the run's metrics}).
 ELEC_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "elec": ({}, {"elec_vanilla": "", "gain": "gain_", "mllm": "mllm_"}),
-    # ELEC with what the diagnosis found: the normalized injection and an M-LLM trained to its
-    # best validation epoch rather than for one epoch.
     # ELEC with the normalized injection alone: the diagnosis row that moved the gain network,
     # trained with its vanilla network (its M-LLM is the paper's run's, one epoch, same seed).
     "elec_norm": (
         {"model.params.injection_norm": True},
         {"elec_norm_vanilla": "", "gain_norm": "gain_"},
     ),
+    # ELEC with what the diagnosis found: the normalized injection and an M-LLM trained to its
+    # best validation epoch rather than for one epoch.
     "elec_fixed": (
         {"model.params.injection_norm": True, "elec.mllm_epochs": 10},
         {"elec_fixed_vanilla": "", "gain_fixed": "gain_", "mllm_fixed": "mllm_"},
@@ -697,7 +699,7 @@ def adopt_elec_runs(report_json: Path, out_dir: Path) -> list[str]:
     vouches for that. Returns the run names adopted (a run already in ``out_dir`` is kept)."""
     old = json.loads(report_json.read_text())
     seeds, table = old["seeds"], old["table"]
-    run_rows = {"dcnv2": {"dcnv2": ""}, **{name: rows for name, (_, rows) in ELEC_VARIANTS.items()}}
+    run_rows = {"dcnv2": _DCNV2_ROWS, **{name: rows for name, (_, rows) in ELEC_VARIANTS.items()}}
     complete = {
         name: rows
         for name, rows in run_rows.items()
@@ -753,7 +755,7 @@ def run_elec_report(
         world = data_of_seed(data_dir, seed)
         reach += _text_reach(world)
         runs: dict[str, tuple[Path, dict[str, str]]] = {
-            "dcnv2": (out_dir / "runs" / f"dcnv2-seed{seed}", {"dcnv2": ""})
+            "dcnv2": (out_dir / "runs" / f"dcnv2-seed{seed}", _DCNV2_ROWS)
         }
         if not (runs["dcnv2"][0] / "metrics.json").is_file():
             run_training(load_config(config, base), world, runs["dcnv2"][0])
@@ -823,8 +825,8 @@ def _reach_stats(
 
 def summarize_elec(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Every row against DCNv2 alone (paired over seeds, per metric and segment) and, per
-    metric, the share of the gain network's gap the ELEC vanilla network closes (only where the
-    gain network is shown better)."""
+    distillation and metric, the share of its gain network's gap its vanilla network closes
+    (only where that gain network is shown better)."""
     alone = table["dcnv2"]
     vs_dcnv2 = {
         row: {

@@ -282,9 +282,10 @@ def test_an_elec_report_grows_by_adopting_the_runs_another_recorded(tmp_path: Pa
 
 
 def test_the_elec_report_says_what_share_of_a_shown_gap_each_distillation_closes() -> None:
-    """Where a gain network is shown above DCNv2 alone (here the normalized one, on tail items
-    only), the report gives the share of that gap its vanilla network closes; where it is not
-    shown, it says there is no gap."""
+    """Where a gain network is shown above DCNv2 alone (here the one with both fixes, on tail
+    items only), the report gives the share of that gap its vanilla network closes; where it is
+    not shown, it says there is no gap, and gives the share of the gap of the same gain network
+    trained alone."""
     from training.report import render_elec_markdown
 
     base = [0.70, 0.71, 0.69, 0.70, 0.72]
