@@ -8,6 +8,8 @@
 - `ranker train elec --config C --data D --out O`: ELEC's M-LLM and joint distillation; the run's
   model is the vanilla network (training.distill).
 - `ranker train elec-report --data D --out O`: ELEC's Tables 2-3 and 5 analogs over seeds.
+- `ranker train report-set`: the report set where text matters, from its sources, timed
+  (training.report_set).
 """
 
 from __future__ import annotations
@@ -329,7 +331,43 @@ def _elec_report_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_set_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ranker train report-set",
+        description="the report set where text matters (long-tail worlds, Amazon: data, ELEC "
+        "and Table 1 reports), parts side by side, timed (reports/text-set/timing.md)",
+    )
+    parser.add_argument("--data", type=Path, default=Path("data"), help="where worlds go")
+    parser.add_argument(
+        "--reports", type=Path, default=Path("artifacts/reports"), help="where reports go"
+    )
+    parser.add_argument(
+        "--amazon",
+        type=Path,
+        default=Path("../shared/data/amazon_scientific"),
+        help="the Amazon Industrial & Scientific folder",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="parts run at a time")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    _add_threads(parser)
+    return parser
+
+
 def run_train(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "report-set":
+        from training.report_set import render_timing, run_report_set
+
+        args = _report_set_parser().parse_args(argv[1:])
+        record = run_report_set(
+            args.data,
+            args.reports,
+            args.amazon,
+            jobs=args.jobs,
+            threads=args.threads or 1,
+            seeds=[int(s) for s in args.seeds.split(",")],
+        )
+        print(render_timing(record))
+        return 0 if all(part["status"] == "done" for part in record["parts"]) else 1
     if argv and argv[0] == "report":
         from training.report import run_report
 

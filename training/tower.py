@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -179,11 +181,14 @@ def train_text_tower(world: World, world_dir: Path, settings: TowerSettings) -> 
         approx = approximator(rq[all_q], ri[all_i])
         cosine = torch.nn.functional.cosine_similarity(approx, rp, dim=1).mean().item()
 
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(tower.state_dict(), folder / "tower.pt")
-    torch.save(approximator.state_dict(), folder / "approximator.pt")
+    # Written whole under a temporary name, then renamed into place: two reports training the
+    # same tower side by side never read one half written (the second to finish keeps the first's).
+    staging = folder.with_name(f".{folder.name}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    torch.save(tower.state_dict(), staging / "tower.pt")
+    torch.save(approximator.state_dict(), staging / "approximator.pt")
     for name in ("queries", "items", "pairs"):
-        np.save(folder / f"{name}.npy", getattr(reduced, name))
+        np.save(staging / f"{name}.npy", getattr(reduced, name))
     meta = {
         "fingerprint": hashlib.sha256(
             (_fingerprint_state(tower) + encoder_meta["fingerprint"]).encode()
@@ -197,7 +202,15 @@ def train_text_tower(world: World, world_dir: Path, settings: TowerSettings) -> 
             "approximator_cosine": cosine,
         },
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        staging.rename(folder)
+    except OSError:
+        if (folder / "meta.json").is_file():  # another process put the same tower there first
+            shutil.rmtree(staging)
+        else:  # what an interrupted run of the older, in-place writing left
+            shutil.rmtree(folder)
+            staging.rename(folder)
     log.info(
         "text tower %s: click AUC %.4f, relevance accuracy %.3f, approximator cosine %.3f",
         folder.name,
