@@ -34,6 +34,7 @@ from service.routing import Route
 from service.schemas import (
     RankRequest,
     SuppliedFeatures,
+    carries_features,
     check_candidate_count,
     check_limits,
     check_unique_keys,
@@ -260,8 +261,10 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     finally:
         if admitted:
             state.in_flight -= 1
-    metrics.REQUESTS.labels(*route_label, "200").inc()
-    metrics.REQUEST_LATENCY.labels(*route_label, "200").observe(time.perf_counter() - started)
+    metrics.child(metrics.REQUESTS, *route_label, "200").inc()
+    metrics.child(metrics.REQUEST_LATENCY, *route_label, "200").observe(
+        time.perf_counter() - started
+    )
     server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
     return Response(
         orjson.dumps(response),
@@ -302,15 +305,20 @@ async def _rank(
         degraded.append("index_incompatible")
     for kind, count in features.misses.items():
         if count:
-            metrics.MISSES.labels(kind).inc(count)
+            metrics.child(metrics.MISSES, kind).inc(count)
     if features.read_bytes:  # a Redis read (the embedded store reads no bytes)
-        metrics.ITEM_CACHE.labels("hit").inc(features.cached_items)
-        metrics.ITEM_CACHE.labels("miss").inc(len(item_ids) - features.cached_items)
+        metrics.child(metrics.ITEM_CACHE, "hit").inc(features.cached_items)
+        metrics.child(metrics.ITEM_CACHE, "miss").inc(len(item_ids) - features.cached_items)
         metrics.STORE_READ_BYTES.inc(features.read_bytes)
     t_fetch = time.perf_counter()
     past_deadline(deadline, settings.deadline_ms)
 
-    supplied = [c.get("features") for c in body.candidates]
+    candidates = body.candidates
+    supplied: list[SuppliedFeatures | None] = (
+        [c.get("features") for c in candidates]
+        if carries_features(candidates)
+        else [None] * len(candidates)
+    )
     hour = body.context.hour if body.context and body.context.hour is not None else None
     if hour is None:
         hour = time.gmtime().tm_hour
@@ -347,7 +355,7 @@ async def _rank(
         "total": to_ms(done - started),  # the handler's time: the floors are measured alike
     }
     for stage, ms in timings.items():
-        metrics.STAGE_LATENCY.labels(stage, model.name).observe(ms / 1000)
+        metrics.child(metrics.STAGE_LATENCY, stage, model.name).observe(ms / 1000)
     response = {
         "request_id": request_id,
         "model": {"name": model.name, "version": model.version, "arm": route.arm},

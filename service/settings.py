@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         64.0,
         ge=0,
         description="in-process cache of the live version's item records (Redis store), "
-        "least recently used out past this size; 0 = none",
+        "bounded by this size (records unused for a turn of the cache leave first); 0 = none",
     )
     fail_on_store_error: bool = False
     match_threshold: float | None = None

@@ -86,9 +86,14 @@ def test_happy_path_ranks_every_candidate(
     make_settings: MakeSettings, tiny_snapshot: Snapshot, model: str
 ) -> None:
     body = _request(tiny_snapshot, model=model, request_id="r-1")
+    answered = f'ranker_requests_total{{arm="request",model="{model}",status="200"}}'
+    stage = f'ranker_stage_duration_seconds_count{{model="{model}",stage="inference"}}'
     with serving(make_settings()) as client:
+        before = _metric(client, answered), _metric(client, stage)
         response = client.post("/rank", json=body)
         v1 = client.post("/v1/rank", json=body)
+        counted = _metric(client, answered) - before[0], _metric(client, stage) - before[1]
+    assert counted == (2, 2)  # each answer is counted, and each of its stages timed
     assert response.status_code == 200 and v1.status_code == 200
     out = response.json()
     assert out["request_id"] == "r-1"
