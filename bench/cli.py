@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import BenchConfig
+from bench.config import DEFAULT_RATES, BenchConfig
 from bench.report import render_markdown, write_report
 from bench.run import run_bench
 
@@ -31,7 +31,7 @@ def _bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=200, help="requests per latency point")
     parser.add_argument(
         "--rates",
-        default="10,25,50,100,150,200,250,300",
+        default=",".join(f"{r:g}" for r in DEFAULT_RATES),
         help="open-loop rates (req/s), comma-separated",
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="seconds per rate")
