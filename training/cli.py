@@ -23,8 +23,8 @@ from pathlib import Path
 
 from training.data.summary import format_summary, summarize
 from training.data.tables import World
+from training.encode import DEFAULT_CACHE
 
-DEFAULT_CACHE = Path("artifacts/cache/encodings")
 DEFAULT_AMAZON = Path("../shared/data/amazon_scientific")
 
 
@@ -344,7 +344,7 @@ def _report_set_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--amazon",
         type=Path,
-        default=Path("../shared/data/amazon_scientific"),
+        default=DEFAULT_AMAZON,
         help="the Amazon Industrial & Scientific folder",
     )
     parser.add_argument("--jobs", type=int, default=2, help="parts run at a time")

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 VECTOR_DTYPE = np.float16  # what the cache and the world folders store: enough for cosine work
 KEY_BYTES = 16
+#: Where `ranker data encode` and ELEC's sample vectors keep their encodings unless told.
+DEFAULT_CACHE = Path("artifacts/cache/encodings")
 
 
 class TextEncoder(Protocol):

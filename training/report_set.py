@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from training.encode import DEFAULT_CACHE
+
 log = logging.getLogger(__name__)
 
 #: Table 1's rows on the text worlds: the baselines PRECTR is read against, and PRECTR.
@@ -280,7 +282,7 @@ def run_report_set(
     jobs: int = 2,
     threads: int = 1,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    cache: Path = Path("artifacts/cache/encodings"),
+    cache: Path = DEFAULT_CACHE,
 ) -> dict[str, Any]:
     """Run the whole set; the timing files go to ``reports/text-set``."""
     parts = text_report_set(data, reports, amazon_source, seeds=seeds, threads=threads)

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from service.contract import FeatureSpec, default_feature_spec
 from training.approximator import ApproximatorFit, fit_approximator
 from training.data.tables import World
+from training.encode import DEFAULT_CACHE
 from training.evaluate import auc, gauc, logloss, ndcg_at_k, relevance_score_at_k, request_auc
 from training.features import ImpressionFeatures
 from training.losses import pwiser, relevance_cross_entropy, semantic_consistency
@@ -128,7 +129,7 @@ class ElecSection(_Section):
     train_vanilla: bool = True  # False: a diagnosis run of the gain network alone (no model.pt)
     # A local model folder, an installed model package or a cached Hugging Face id (offline).
     encoder_path: str | None = None
-    cache: str = "artifacts/cache/encodings"
+    cache: str = str(DEFAULT_CACHE)
 
 
 class ExperimentConfig(_Section):
