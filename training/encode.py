@@ -112,7 +112,8 @@ class MiniLMEncoder:
             all-MiniLM-L6-v2. Nothing is downloaded: HF_HUB_OFFLINE is forced on.
         batch_size: texts per forward pass; texts are sorted by length so batches pad little.
         max_length: tokens kept per text (pairs included).
-        threads: torch intra-op threads; defaults to the machine's cores.
+        threads: torch intra-op threads for the process; by default the process keeps its own
+            setting (torch starts with one per core).
     """
 
     def __init__(
@@ -130,8 +131,12 @@ class MiniLMEncoder:
         self.model_path = resolve_model(str(model_path) if model_path else None)
         self.batch_size = batch_size
         self.max_length = max_length
-        self.threads = threads or os.cpu_count() or 1
-        torch.set_num_threads(self.threads)
+        # torch's thread count is the process's: set it only when asked, so an encoder built
+        # inside a training run keeps the run's count (ELEC's runs trained on every core, their
+        # `--threads 1` undone, while two reports shared 2 cores and spun on each other).
+        if threads:
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
         self._model = AutoModel.from_pretrained(str(self.model_path)).eval()

