@@ -194,7 +194,7 @@ async def test_both_stores_answer_a_mixed_request_identically(
                 np.testing.assert_array_equal(run_a, tb.hashes[tb.offsets[i] : tb.offsets[i + 1]])
     finally:
         await remote.close()
-    assert remote.item_cache.bytes <= cache_bytes
+    assert remote.item_cache.held_bytes <= cache_bytes
     assert (cached > 0) == (cache_bytes > 0)
 
 
