@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import Request
-from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -24,7 +23,6 @@ from service.errors import (
     RETRY_AFTER_S,
     ErrorCode,
     ServiceError,
-    from_validation,
     problem,
     request_id_header,
 )
@@ -38,6 +36,7 @@ from service.schemas import (
     check_candidate_count,
     check_limits,
     check_unique_keys,
+    decode_rank_request,
 )
 from service.settings import Settings
 from service.state import ServiceState
@@ -101,10 +100,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
     """A /rank body, validated and within the configured limits (else `ServiceError`)."""
     check_candidate_count(raw, settings.max_candidates)
-    try:
-        body = RankRequest.model_validate_json(raw)
-    except ValidationError as err:
-        raise from_validation(err) from err
+    body = decode_rank_request(raw)
     check_unique_keys(raw, body)
     check_limits(body, settings)
     return body
