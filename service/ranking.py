@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from service.models import LoadedModel
 from service.protocol import ARRIVED
 from service.routing import Route
 from service.schemas import (
+    ITEM_ID,
     RankRequest,
     SuppliedFeatures,
     carries_features,
@@ -140,17 +142,23 @@ _FLAG_SETS: tuple[list[str], ...] = ([], ["unknown_item"], ["unknown_item", "req
 _APPROXIMATED = ["approximated_pair"]
 
 
-def _flags(features: RequestFeatures, supplied: list[SuppliedFeatures | None]) -> list[list[str]]:
-    """Each candidate's flags (shared, read-only lists: the response only serializes them)."""
+def _flags(
+    features: RequestFeatures, supplied: list[SuppliedFeatures | None] | None
+) -> list[list[str]] | None:
+    """Each candidate's flags (shared, read-only lists: the response only serializes them), or
+    None when no candidate has any (found without a loop). ``supplied``: None where no
+    candidate carries features."""
     c = features.candidates
     resolved = features.query.match.row >= 0
+    if c.item_known.all() and (not resolved or c.pair_known.all()):
+        return None
     known = c.item_known.tolist()
     paired = c.pair_known.tolist()
     return [
         (_APPROXIMATED if resolved and not pair else _FLAG_SETS[0])
         if item
         else _FLAG_SETS[1 + (given is not None)]
-        for item, pair, given in zip(known, paired, supplied, strict=True)
+        for item, pair, given in zip(known, paired, supplied or repeat(None), strict=False)
     ]
 
 
@@ -158,18 +166,26 @@ def _ranked_items(
     item_ids: list[str],
     outputs: dict[str, npt.NDArray[Any]],
     order: list[int],
-    flags: list[list[str]],
+    flags: list[list[str]] | None,
     explain: bool,
 ) -> list[dict[str, Any]]:
     """The response's items in rank order (each output column turned into Python values once,
-    not a numpy scalar per item)."""
-    scores = outputs["score"].tolist()
-    items = [
-        {"item_id": item_ids[i], "score": scores[i], "rank": rank, "flags": flags[i]}
-        if flags[i]
-        else {"item_id": item_ids[i], "score": scores[i], "rank": rank}
-        for rank, i in enumerate(order, start=1)
-    ]
+    not a numpy scalar per item; ``flags`` None: no item has any)."""
+    ids = list(map(item_ids.__getitem__, order))
+    scores = outputs["score"][order].tolist()
+    ranks = range(1, len(order) + 1)
+    if flags is None:
+        items = [
+            {"item_id": i, "score": s, "rank": r}
+            for i, s, r in zip(ids, scores, ranks, strict=True)
+        ]
+    else:
+        items = [
+            {"item_id": i, "score": s, "rank": r, "flags": f}
+            if (f := flags[k])
+            else {"item_id": i, "score": s, "rank": r}
+            for i, s, r, k in zip(ids, scores, ranks, order, strict=True)
+        ]
     if explain:
         p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
         tau = outputs["tau"].tolist()
@@ -282,7 +298,7 @@ async def _rank(
     settings, manifest = state.settings, model.package.manifest
     arrived, started = arrived_started
     deadline = arrived + settings.deadline_ms / 1000
-    item_ids = [c["item_id"] for c in body.candidates]
+    item_ids = list(map(ITEM_ID, body.candidates))
     metrics.CANDIDATES.observe(len(item_ids))
     t_parse = time.perf_counter()
 
@@ -310,10 +326,8 @@ async def _rank(
     past_deadline(deadline, settings.deadline_ms)
 
     candidates = body.candidates
-    supplied: list[SuppliedFeatures | None] = (
-        [c.get("features") for c in candidates]
-        if carries_features(candidates)
-        else [None] * len(candidates)
+    supplied: list[SuppliedFeatures | None] | None = (
+        [c.get("features") for c in candidates] if carries_features(candidates) else None
     )
     hour = body.context.hour if body.context and body.context.hour is not None else None
     if hour is None:

@@ -62,7 +62,7 @@ def _integral_float_as_int(value: Any) -> Any:
 
 WholeNumber = BeforeValidator(_integral_float_as_int)
 
-_ITEM_ID = operator.itemgetter("item_id")
+ITEM_ID = operator.itemgetter("item_id")
 
 
 class Candidate(TypedDict):
@@ -102,7 +102,7 @@ class RankRequest(BaseModel):
             raise PydanticCustomError(
                 "empty_candidates", "at least one candidate is needed", {"code": "empty_candidates"}
             )
-        item_ids = list(map(_ITEM_ID, candidates))
+        item_ids = list(map(ITEM_ID, candidates))
         if len(set(item_ids)) == len(item_ids):  # C speed; the loop only names the repeat
             return candidates
         seen: set[str] = set()
@@ -152,7 +152,7 @@ def _from_plain(plain: _PlainRankRequest) -> RankRequest | None:
     names what is wrong)."""
     candidates = plain.candidates
     try:
-        item_ids = list(map(_ITEM_ID, candidates))
+        item_ids = list(map(ITEM_ID, candidates))
     except KeyError:
         return None
     plain_ids = (
@@ -296,7 +296,7 @@ def check_limits(request: RankRequest, settings: Settings) -> None:
     # Two C-speed passes find whether any candidate needs a look (an over-long id, or supplied
     # features); at 200 candidates the loop below was a third of the validation's time, and few
     # requests need it.
-    longest_id = max(map(len, map(_ITEM_ID, candidates)), default=0)
+    longest_id = max(map(len, map(ITEM_ID, candidates)), default=0)
     needs_look = carries_features(candidates) or longest_id > limit
     for i, candidate in enumerate(candidates if needs_look else ()):
         check(f"candidates.{i}.item_id", candidate["item_id"])

@@ -40,6 +40,7 @@ from service.index.record_cache import ItemRecordCache
 from service.index.records import (
     ItemBatch,
     TextColumn,
+    as_float32,
     decode_items,
     decode_pairs,
     decode_query,
@@ -131,7 +132,7 @@ class CandidateFeatures:
             category=items.category,
             brand=items.brand,
             price_bucket=items.price_bucket,
-            item_vec=items.vec.astype(np.float32),
+            item_vec=as_float32(items.vec),
             titles=items.titles,
             texts=items.texts,
             pair_known=np.zeros(k, dtype=bool),
@@ -460,30 +461,38 @@ class RedisStore:
         v, keys = live.version, self.keys
         match = live.matcher.match(query)
         items = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
-        unread = [k for k, raw in enumerate(items) if raw is None]
-        wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
+        # Prefixes joined by map: C speed for the hundreds of keys of a request.
         item_prefix = keys.item(v, "")
-        wanted += [item_prefix + item_ids[k] for k in unread]
+        if items.count(None) == len(items):  # nothing cached (or no cache): read every item
+            unread_ids: Sequence[str] = item_ids
+        else:
+            unread_ids = [item_ids[k] for k, raw in enumerate(items) if raw is None]
+        wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
+        wanted += map(item_prefix.__add__, unread_ids)
         if match.row >= 0:
             wanted.append(keys.query(v, match.matched_text))
-            pair_prefix = keys.pair_prefix(v, match.matched_text)
-            wanted += [pair_prefix + i for i in item_ids]
+            wanted += map(keys.pair_prefix(v, match.matched_text).__add__, item_ids)
         try:
             values = await self._mget(wanted)  # the one round trip
         except RedisError as err:
             raise _redis_unavailable(err) from err
-        read = values[3 : 3 + len(unread)]
-        self.item_cache.store(v, [item_ids[k] for k in unread], read)
-        for k, raw in zip(unread, read, strict=True):
-            items[k] = raw
+        read = values[3 : 3 + len(unread_ids)]
+        self.item_cache.store(v, unread_ids, read)
+        if unread_ids is item_ids:
+            items = read
+        else:
+            fill = iter(read)
+            items = [raw if raw is not None else next(fill) for raw in items]
         try:
-            features = self._decode(live, match, values[:3], items, values[3 + len(unread) :])
+            features = self._decode(live, match, values[:3], items, values[3 + len(unread_ids) :])
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format
             raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
         if features is None:
             return None
-        read_bytes = sum(len(raw) for raw in values if raw is not None)
-        return replace(features, cached_items=len(item_ids) - len(unread), read_bytes=read_bytes)
+        read_bytes = sum(map(len, filter(None, values)))
+        return replace(
+            features, cached_items=len(item_ids) - len(unread_ids), read_bytes=read_bytes
+        )
 
     def _decode(
         self,
@@ -517,7 +526,7 @@ class RedisStore:
             if found:
                 paired = _present(pair_values)
                 c.pair_known[paired] = True
-                c.pair_vec[paired] = decode_pairs(found, dim)
+                c.pair_vec[paired] = as_float32(decode_pairs(found, dim))
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 
