@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 import uuid
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,7 @@ from service.settings import Settings
 from service.state import ServiceState
 from service.store import (
     IndexUnavailable,
+    Prefetch,
     RequestFeatures,
     unavailable_features,
 )
@@ -99,12 +99,23 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return b"".join(chunks)
 
 
-def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
-    """A /rank body, validated and within the configured limits (else `ServiceError`)."""
+def decode_body(raw: bytes, settings: Settings) -> RankRequest:
+    """A /rank body with its fields' types and bounds checked (else `ServiceError`); what
+    `check_body` checks is still to do."""
     check_candidate_count(raw, settings.max_candidates)
-    body = decode_rank_request(raw)
+    return decode_rank_request(raw)
+
+
+def check_body(raw: bytes, body: RankRequest, settings: Settings) -> None:
+    """The checks across a decoded body: no repeated key, the configured string limits."""
     check_unique_keys(raw, body)
     check_limits(body, settings)
+
+
+def parse_rank_request(raw: bytes, settings: Settings) -> RankRequest:
+    """A /rank body, validated and within the configured limits (else `ServiceError`)."""
+    body = decode_body(raw, settings)
+    check_body(raw, body, settings)
     return body
 
 
@@ -113,7 +124,12 @@ def to_ms(seconds: float) -> float:
 
 
 async def fetch_features(
-    state: ServiceState, body: RankRequest, item_ids: list[str], budget_s: float, dim: int
+    state: ServiceState,
+    body: RankRequest,
+    item_ids: list[str],
+    budget_s: float,
+    dim: int,
+    prefetched: Prefetch | None = None,
 ) -> tuple[RequestFeatures, list[str]]:
     """The store's answer within the budget, or defaults and the reason (unless configured
     to fail)."""
@@ -122,7 +138,7 @@ async def fetch_features(
     try:
         # asyncio.timeout, not wait_for: no extra task (and loop turn) per request
         async with asyncio.timeout(max(budget_s, 0.001)):
-            features = await state.store.fetch(body.user_id, body.query, item_ids)
+            features = await state.store.fetch(body.user_id, body.query, item_ids, prefetched)
         return features, []
     except TimeoutError:
         reason = "store_timeout"
@@ -138,28 +154,30 @@ async def fetch_features(
     return unavailable_features(body.query, len(item_ids), dim), [reason]
 
 
-_FLAG_SETS: tuple[list[str], ...] = ([], ["unknown_item"], ["unknown_item", "request_features"])
-_APPROXIMATED = ["approximated_pair"]
+#: A candidate's flags by code: 0 none, 1 its pair vector approximated, 2 unknown to the index,
+#: 3 unknown and described by the request (shared, read-only lists: the response serializes them).
+_FLAGS: tuple[list[str], ...] = (
+    [],
+    ["approximated_pair"],
+    ["unknown_item"],
+    ["unknown_item", "request_features"],
+)
 
 
 def _flags(
     features: RequestFeatures, supplied: list[SuppliedFeatures | None] | None
 ) -> list[list[str]] | None:
-    """Each candidate's flags (shared, read-only lists: the response only serializes them), or
-    None when no candidate has any (found without a loop). ``supplied``: None where no
+    """Each candidate's flags, or None when no candidate has any. ``supplied``: None where no
     candidate carries features."""
     c = features.candidates
     resolved = features.query.match.row >= 0
     if c.item_known.all() and (not resolved or c.pair_known.all()):
         return None
-    known = c.item_known.tolist()
-    paired = c.pair_known.tolist()
-    return [
-        (_APPROXIMATED if resolved and not pair else _FLAG_SETS[0])
-        if item
-        else _FLAG_SETS[1 + (given is not None)]
-        for item, pair, given in zip(known, paired, supplied or repeat(None), strict=False)
-    ]
+    codes = np.where(c.item_known, resolved & ~c.pair_known, 2).astype(np.int8)
+    if supplied is not None:
+        described = np.fromiter((s is not None for s in supplied), bool, len(supplied))
+        codes[described & ~c.item_known] = 3
+    return list(map(_FLAGS.__getitem__, codes.tolist()))
 
 
 def _ranked_items(
@@ -217,6 +235,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     route_label = ("unknown", "none")
     admitted = False
+    prefetched: Prefetch | None = None
     try:
         if not state.warm:
             raise ServiceError(
@@ -244,13 +263,20 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
         state.in_flight += 1
         admitted = True
         check_media_type(request.headers.get("content-type"))
-        body = parse_rank_request(await read_body(request, settings), settings)
-        request_id = body.request_id or request_id
-        route, model = _route(state, body)
-        route_label = (model.name, route.arm)
+        raw = await read_body(request, settings)
+        body = decode_body(raw, settings)
+        item_ids = list(map(ITEM_ID, body.candidates))
         try:
+            # The store's read goes out now, and the checks below run while Redis works on it
+            # (a body they refuse drops the reply unread).
+            if state.store is not None:
+                prefetched = state.store.prefetch(body.user_id, body.query, item_ids)
+            check_body(raw, body, settings)
+            request_id = body.request_id or request_id
+            route, model = _route(state, body)
+            route_label = (model.name, route.arm)
             response, timings = await _rank(
-                state, body, model, route, request_id, (arrived, started)
+                state, body, item_ids, prefetched, model, route, request_id, (arrived, started)
             )
         except ServiceError:
             raise
@@ -273,6 +299,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     finally:
         if admitted:
             state.in_flight -= 1
+        if prefetched is not None:
+            prefetched.cancel()  # a no-op once read; else nobody will read it
     metrics.child(metrics.REQUESTS, *route_label, "200").inc()
     metrics.child(metrics.REQUEST_LATENCY, *route_label, "200").observe(
         time.perf_counter() - started
@@ -288,6 +316,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
 async def _rank(
     state: ServiceState,
     body: RankRequest,
+    item_ids: list[str],
+    prefetched: Prefetch | None,
     model: LoadedModel,
     route: Route,
     request_id: str,
@@ -298,13 +328,14 @@ async def _rank(
     settings, manifest = state.settings, model.package.manifest
     arrived, started = arrived_started
     deadline = arrived + settings.deadline_ms / 1000
-    item_ids = list(map(ITEM_ID, body.candidates))
     metrics.CANDIDATES.observe(len(item_ids))
     t_parse = time.perf_counter()
 
     past_deadline(deadline, settings.deadline_ms)  # e.g. it waited behind others
     budget = min(settings.store_timeout_ms / 1000, deadline - t_parse)
-    features, degraded = await fetch_features(state, body, item_ids, budget, manifest.text_dim)
+    features, degraded = await fetch_features(
+        state, body, item_ids, budget, manifest.text_dim, prefetched
+    )
     why = await state.unusable(features.index_version)
     if why is not None:
         if settings.fail_on_store_error:

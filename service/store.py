@@ -33,7 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service.contract import ItemTerms, normalize_text
-from service.index.connection import PipelinedConnection
+from service.index.connection import PipelinedConnection, Sent
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.record_cache import ItemRecordCache
@@ -214,8 +214,19 @@ def _misses(query: QueryMatch, user: UserFeatures, c: CandidateFeatures) -> dict
 class FeatureStore(Protocol):
     """One request's features from the static index."""
 
-    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
-        """Features of ``user_id``, ``query`` and each of ``item_ids`` (in order)."""
+    def prefetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> Prefetch | None:
+        """Start `fetch`'s read now, if the store reads over a network (else None)."""
+        ...
+
+    async def fetch(
+        self,
+        user_id: str,
+        query: str,
+        item_ids: Sequence[str],
+        prefetched: Prefetch | None = None,
+    ) -> RequestFeatures:
+        """Features of ``user_id``, ``query`` and each of ``item_ids`` (in order); the read
+        `prefetch` started for the same arguments, if given."""
         ...
 
     async def meta(self) -> tuple[str, SnapshotMeta]:
@@ -247,7 +258,16 @@ class EmbeddedStore:
     async def close(self) -> None:
         return None
 
-    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
+    def prefetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> Prefetch | None:
+        return None  # nothing to wait for: `fetch` reads memory
+
+    async def fetch(
+        self,
+        user_id: str,
+        query: str,
+        item_ids: Sequence[str],
+        prefetched: Prefetch | None = None,
+    ) -> RequestFeatures:
         return self.fetch_now(user_id, query, item_ids)
 
     def fetch_now(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
@@ -305,6 +325,31 @@ class _LiveVersion:
     version: str
     meta: SnapshotMeta
     matcher: QueryMatcher
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """One request's read: the keys of its MGET, and where each candidate's record comes from
+    (``cached``: the item cache's record, None where it is read)."""
+
+    live: _LiveVersion
+    match: QueryMatch
+    item_ids: Sequence[str]
+    cached: list[bytes | None]
+    unread_ids: Sequence[str]
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """A `RedisStore` read already sent (`RedisStore.prefetch`)."""
+
+    plan: _ReadPlan
+    sent: Sent
+
+    def cancel(self) -> None:
+        """The request will not read it: the reply is dropped when it comes."""
+        self.sent.cancel()
 
 
 class RedisStore:
@@ -445,35 +490,65 @@ class RedisStore:
             live = await self.refresh()
         return live.version, live.meta
 
-    async def fetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> RequestFeatures:
-        live = await self._current()
-        values = await self._fetch_values(live, user_id, query, item_ids)
+    def prefetch(self, user_id: str, query: str, item_ids: Sequence[str]) -> Prefetch | None:
+        """Send the request's MGET now, without yielding, so the caller can work while Redis
+        does (None: no live version known yet, a cluster, or the connection not open: `fetch`
+        reads as usual). Pass it to `fetch`, or `cancel` it."""
+        live = self._live
+        if live is None or not isinstance(self.client, PipelinedConnection):
+            return None
+        plan = self._plan(live, user_id, query, item_ids)
+        sent = self.client.send_now("MGET", *plan.keys)
+        return None if sent is None else Prefetch(plan, sent)
+
+    async def fetch(
+        self,
+        user_id: str,
+        query: str,
+        item_ids: Sequence[str],
+        prefetched: Prefetch | None = None,
+    ) -> RequestFeatures:
+        if prefetched is not None:
+            values = await self._fetch_values(prefetched.plan, prefetched.sent)
+        else:
+            values = await self._fetch_values(
+                self._plan(await self._current(), user_id, query, item_ids)
+            )
         if values is None:  # the version was removed under us: follow the pointer, once
             live = await self.refresh()
-            values = await self._fetch_values(live, user_id, query, item_ids)
+            values = await self._fetch_values(self._plan(live, user_id, query, item_ids))
             if values is None:
                 raise IndexUnavailable(f"index version {live.version} vanished during a fetch")
         return values
 
-    async def _fetch_values(
+    def _plan(
         self, live: _LiveVersion, user_id: str, query: str, item_ids: Sequence[str]
-    ) -> RequestFeatures | None:
+    ) -> _ReadPlan:
         v, keys = live.version, self.keys
         match = live.matcher.match(query)
-        items = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
-        # Prefixes joined by map: C speed for the hundreds of keys of a request.
-        item_prefix = keys.item(v, "")
-        if items.count(None) == len(items):  # nothing cached (or no cache): read every item
+        cached = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
+        if cached.count(None) == len(cached):  # nothing cached (or no cache): read every item
             unread_ids: Sequence[str] = item_ids
         else:
-            unread_ids = [item_ids[k] for k, raw in enumerate(items) if raw is None]
+            unread_ids = [item_ids[k] for k, raw in enumerate(cached) if raw is None]
+        # Prefixes joined by map: C speed for the hundreds of keys of a request.
         wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
-        wanted += map(item_prefix.__add__, unread_ids)
+        wanted += map(keys.item(v, "").__add__, unread_ids)
         if match.row >= 0:
             wanted.append(keys.query(v, match.matched_text))
             wanted += map(keys.pair_prefix(v, match.matched_text).__add__, item_ids)
+        return _ReadPlan(live, match, item_ids, cached, unread_ids, wanted)
+
+    async def _fetch_values(
+        self, plan: _ReadPlan, sent: Sent | None = None
+    ) -> RequestFeatures | None:
+        live, item_ids, unread_ids = plan.live, plan.item_ids, plan.unread_ids
+        v = live.version
         try:
-            values = await self._mget(wanted)  # the one round trip
+            if sent is not None:
+                values: list[bytes | None] = await sent.result()
+            else:
+                values = await self._mget(plan.keys)  # the one round trip
         except RedisError as err:
             raise _redis_unavailable(err) from err
         read = values[3 : 3 + len(unread_ids)]
@@ -482,9 +557,10 @@ class RedisStore:
             items = read
         else:
             fill = iter(read)
-            items = [raw if raw is not None else next(fill) for raw in items]
+            items = [raw if raw is not None else next(fill) for raw in plan.cached]
+        rest = values[3 + len(unread_ids) :]
         try:
-            features = self._decode(live, match, values[:3], items, values[3 + len(unread_ids) :])
+            features = self._decode(live, plan.match, values[:3], items, rest)
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format
             raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
         if features is None:

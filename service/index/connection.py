@@ -130,6 +130,30 @@ def _pack(args: tuple[str | bytes | int, ...]) -> bytes:
     return packed
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A command on its way: its reply (a future of the connection's event loop) and the loop
+    time by which it must come."""
+
+    protocol: _RespProtocol
+    reply: asyncio.Future[Any]
+    deadline: float
+
+    async def result(self) -> Any:
+        """The reply, if it comes by the deadline (else the connection is closed: a server that
+        stopped answering, or a network that dropped it, leaves it unusable)."""
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await self.reply
+        except TimeoutError as err:
+            self.protocol.close(RedisTimeoutError("Redis did not answer in time"))
+            raise RedisTimeoutError("no reply from Redis in time") from err
+
+    def cancel(self) -> None:
+        """Nobody will wait for the reply: it is read and dropped when it comes."""
+        self.reply.cancel()
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -157,13 +181,20 @@ class PipelinedConnection:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        waiter = protocol.send(_pack(args))
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await waiter
-        except TimeoutError as err:
-            protocol.close(RedisTimeoutError("Redis did not answer in time"))
-            raise RedisTimeoutError(f"no reply from Redis within {self.timeout_s} s") from err
+        return await self._sent(protocol, args).result()
+
+    def send_now(self, *args: str | bytes | int) -> Sent | None:
+        """Send one command at once, without yielding to the event loop (None: the connection
+        is not open, use `execute`). Its reply is awaited later (`Sent.result`), or dropped by
+        `Sent.cancel`: the caller can work while Redis does."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            return None
+        return self._sent(protocol, args)
+
+    def _sent(self, protocol: _RespProtocol, args: tuple[str | bytes | int, ...]) -> Sent:
+        reply = protocol.send(_pack(args))
+        return Sent(protocol, reply, asyncio.get_running_loop().time() + self.timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         reply: bytes | None = await self.execute("GET", key)

@@ -348,6 +348,9 @@ def test_every_documented_metric_is_exported(
 
 
 class _BrokenStore:
+    def prefetch(self, *args: Any) -> None:
+        return None
+
     async def fetch(self, *args: Any) -> Any:
         from service.store import IndexUnavailable
 

@@ -10,9 +10,15 @@ import pytest
 import redis
 
 from service.index.keys import KeySchema
-from service.index.loader import load_snapshot
+from service.index.loader import delete_version, load_snapshot
 from service.index.snapshot import Snapshot
-from service.store import EmbeddedStore, FeatureStore, IndexUnavailable, RedisStore
+from service.store import (
+    EmbeddedStore,
+    FeatureStore,
+    IndexUnavailable,
+    RedisStore,
+    RequestFeatures,
+)
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -239,3 +245,62 @@ async def test_a_record_not_of_this_layout_makes_the_index_unavailable_not_a_cra
         await store.fetch(user_id, query, item_ids)
     await store.close()
     client.close()
+
+
+def _same_features(a: RequestFeatures, b: RequestFeatures) -> None:
+    assert (a.index_version, a.misses, a.user.known) == (b.index_version, b.misses, b.user.known)
+    np.testing.assert_array_equal(a.query.vec, b.query.vec)
+    for name in ("item_known", "id_hash", "category", "item_vec", "pair_known", "pair_vec"):
+        np.testing.assert_array_equal(getattr(a.candidates, name), getattr(b.candidates, name))
+
+
+async def test_a_prefetched_read_is_the_read_fetch_makes(
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    client = redis.Redis.from_url(url)
+    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+    store = RedisStore.from_url(url, namespace=prefix)
+    user, query, _, items, _ = _known(tiny_snapshot)
+    ids = [*items, "not-in-the-index"]
+    try:
+        # A new store knows no live version and has no connection yet: fetch reads as usual.
+        assert store.prefetch(user, query, ids) is None
+        plain = await store.fetch(user, query, ids)
+        prefetched = store.prefetch(user, query, ids)
+        assert prefetched is not None
+        _same_features(await store.fetch(user, query, ids, prefetched), plain)
+        # A prefetch nobody reads: its reply is dropped, and the replies after it stay in step.
+        for _ in range(3):
+            abandoned = store.prefetch(user, query, ids[1:])
+            assert abandoned is not None
+            abandoned.cancel()
+        other = tiny_snapshot.user_key[1]
+        _same_features(await store.fetch(other, query, ids), await store.fetch(other, query, ids))
+        _same_features(await store.fetch(user, query, ids), plain)
+    finally:
+        await store.close()
+        client.close()
+
+
+async def test_a_prefetched_read_of_a_removed_version_follows_the_pointer(
+    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    keys = KeySchema(prefix)
+    client = redis.Redis.from_url(url)
+    first = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    store = RedisStore.from_url(url, namespace=prefix)
+    user, query, _, items, _ = _known(tiny_snapshot)
+    try:
+        await store.fetch(user, query, items)
+        second = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+        delete_version(client, keys, first.version)
+        prefetched = store.prefetch(user, query, items)  # still of the version the store knew
+        assert prefetched is not None
+        features = await store.fetch(user, query, items, prefetched)
+        assert features.index_version == second.version
+        assert features.candidates.item_known.all()
+    finally:
+        await store.close()
+        client.close()
