@@ -36,6 +36,11 @@ def _bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--objective-ms", type=float, default=50.0, help="p99 latency objective")
+    parser.add_argument(
+        "--workers-study",
+        action="store_true",
+        help="also run the open loop with 2 workers, free and pinned one per core (+3-5 min)",
+    )
     return parser
 
 
@@ -53,6 +58,7 @@ def bench(argv: Sequence[str]) -> int:
         rates=tuple(float(r) for r in args.rates.split(",")),
         rate_seconds=args.rate_seconds,
         objective_ms=args.objective_ms,
+        workers_study=args.workers_study,
     )
     result = run_bench(config)
     write_report(result, args.out)

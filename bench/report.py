@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.config import BenchResult, jsonable
 
@@ -162,6 +163,22 @@ def render_markdown(result: BenchResult) -> str:
             for mode, run in t["modes"].items()
         ]
         lines.append("")
+        workers = t.get("workers")
+        if workers:
+            lines += [
+                "Workers on this machine (the curve as served, then 2 workers, then 2 workers "
+                "each pinned to its own core; Redis and this client share the same cores): "
+                "p99 ms by offered rate, `-` where the curve had stopped.",
+                "",
+                _row(["workers", *(f"{r:g}" for r in config_rates(workers)), "within objective"]),
+                _row(["---", *["---:"] * (len(config_rates(workers)) + 1)]),
+            ]
+            for label, study in workers.items():
+                p99 = {p["rate"]: p["p99"] for p in study["curve"]}
+                cells = [f"{p99[r]:.1f}" if r in p99 else "-" for r in config_rates(workers)]
+                best = study["max_rate_within_objective"]
+                lines.append(_row([label, *cells, f"{best} req/s" if best else "none"]))
+            lines.append("")
         past = t.get("past_saturation")
         if past:
             lines += [
@@ -239,13 +256,19 @@ def render_markdown(result: BenchResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_rates(workers: dict[str, Any]) -> list[float]:
+    """Every rate any curve of the workers study reached, in order."""
+    return sorted({p["rate"] for study in workers.values() for p in study["curve"]})
+
+
 def _plot(result: BenchResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    workers = result.throughput.get("workers")
+    fig, axes = plt.subplots(1, 3 if workers else 2, figsize=(19 if workers else 13, 4.8))
     ax = axes[0]
     for model in dict.fromkeys(r["model"] for r in result.latency):
         rows = [r for r in result.latency if r["model"] == model]
@@ -268,6 +291,16 @@ def _plot(result: BenchResult, path: Path) -> None:
     ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="ms", title="Open-loop latency")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    if workers:
+        ax = axes[2]
+        for label, study in workers.items():
+            curve = study["curve"]
+            ax.plot([p["rate"] for p in curve], [p["p99"] for p in curve], "o-", label=label)
+        ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
+        ax.set_yscale("log")
+        ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="p99 ms", title="Workers")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -52,6 +52,12 @@ class ServiceProcess:
         self.process.wait(timeout=30)
 
 
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Every thread of process ``pid`` (those it will start inherit it) on ``cores`` only."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cores)
+
+
 def resident_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

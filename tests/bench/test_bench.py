@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from bench.config import BenchConfig
 from bench.measure import Part, measure_point
 from bench.report import write_report
 from bench.run import run_bench
+from bench.server import pin_process
 from service.index.snapshot import Snapshot
 
 
@@ -31,9 +35,11 @@ def test_bench_writes_its_report_and_cleans_up(
         prectr_run=tiny_runs["prectr"],
         counts=(20,),
         repeats=5,
-        rates=(5.0,),
+        rates=(5.0, 10.0, 20.0),
         rate_seconds=1.0,
+        objective_ms=1e-3,  # no point can meet it: each curve stops after two misses
         naive_repeats=3,
+        workers_study=True,
     )
     result = run_bench(config, progress=lambda _: None)
     write_report(result, tmp_path)
@@ -65,13 +71,19 @@ def test_bench_writes_its_report_and_cleans_up(
     assert modes["inline, no item cache"]["item_cache_hit_rate"] == 0
     assert modes["inference thread + item cache"]["item_cache_hit_rate"] > 0
     assert all(run["curve"][0]["sent"] >= 1 for run in modes.values())
+    assert [len(run["curve"]) for run in modes.values()] == [2, 2]
+    assert all(run["max_rate_within_objective"] is None for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
+    workers = report["throughput"]["workers"]
+    assert set(workers) == {"1 worker", "2 workers", "2 workers, one per core"}
+    assert all(study["curve"][0]["sent"] >= 1 for study in workers.values())
     past = report["throughput"]["past_saturation"]["points"]
-    assert [p["rate"] for p in past] == [5.0, 10.0]
+    assert [p["rate"] for p in past] == [10.0, 20.0]  # from where the curve as served stopped
     for point in past:  # where the time went: the server's span lies inside the client's
         assert point["in_server"]["n"] == point["n"] > 0
         assert 0 <= point["queue"]["p99"] <= point["in_server"]["p99"] <= point["p99"]
-    assert (tmp_path / "bench.md").read_text().startswith("# ranker bench")
+    markdown = (tmp_path / "bench.md").read_text()
+    assert markdown.startswith("# ranker bench") and "2 workers, one per core" in markdown
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)
     namespace = report["index_load"]["namespace"]
@@ -135,3 +147,13 @@ def test_the_load_generator_survives_a_keep_alive_connection_the_server_closed()
 
     assert asyncio.run(run()) == [(200, b"ok")] * 3
     assert answered == [b'{"k": 0}', b'{"k": 1}', b'{"k": 2}']
+
+
+def test_a_pinned_process_runs_only_on_its_cores() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pin_process(child.pid, {0})
+        assert os.sched_getaffinity(child.pid) == {0}
+    finally:
+        child.kill()
+        child.wait()
