@@ -126,8 +126,24 @@ def render_markdown(result: BenchResult) -> str:
             "`overloaded` or 504 `deadline_exceeded`. Before = inference on the event loop "
             "(RANKER_INFERENCE_THREADS=0) and no item cache (RANKER_ITEM_CACHE_MB=0).",
             "",
-            _row(["mode", "rate (req/s)", "sent", "errors", "shed", "p50 ms", "p99 ms"]),
-            _row(["---", *["---:"] * 6]),
+            "Where the time went (p99): this client's own lag in sending (the load generator "
+            "shares the cores: where it is a large part of the p99, the client, not only the "
+            "service, is what saturates), and at the server arrival to answer (in server).",
+            "",
+            _row(
+                [
+                    "mode",
+                    "rate (req/s)",
+                    "sent",
+                    "errors",
+                    "shed",
+                    "p50 ms",
+                    "p99 ms",
+                    "client lag p99",
+                    "in server p99",
+                ]
+            ),
+            _row(["---", *["---:"] * 8]),
         ]
         for mode, run in t["modes"].items():
             lines += [
@@ -140,6 +156,8 @@ def render_markdown(result: BenchResult) -> str:
                         f"{p['shed_share']:.1%}",
                         f"{p['p50']:.1f}",
                         f"{p['p99']:.1f}",
+                        f"{p['client_lag']['p99']:.1f}",
+                        f"{p['in_server']['p99']:.1f}",
                     ]
                 )
                 for p in run["curve"]
@@ -163,7 +181,7 @@ def render_markdown(result: BenchResult) -> str:
             for mode, run in t["modes"].items()
         ]
         lines.append("")
-        workers = t.get("workers")
+        workers = t.get("workers_study")
         if workers:
             lines += [
                 "Workers on this machine (the curve as served, then 2 workers, then 2 workers "
@@ -267,7 +285,7 @@ def _plot(result: BenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workers = result.throughput.get("workers")
+    workers = result.throughput.get("workers_study")
     fig, axes = plt.subplots(1, 3 if workers else 2, figsize=(19 if workers else 13, 4.8))
     ax = axes[0]
     for model in dict.fromkeys(r["model"] for r in result.latency):

@@ -462,7 +462,7 @@ def _workers_study(run: _Run, bodies: list[Body], one: dict[str, Any]) -> None:
                 for core, pid in enumerate(service.worker_pids()):
                     pin_process(pid, {core % (os.cpu_count() or 1)})
             curves[label] = _throughput_curve(run, service, bodies, label)
-    run.result.throughput["workers"] = {
+    run.result.throughput["workers_study"] = {
         label: {"max_rate_within_objective": c["max_rate_within_objective"], "curve": c["curve"]}
         for label, c in curves.items()
     }

@@ -74,7 +74,7 @@ def test_bench_writes_its_report_and_cleans_up(
     assert [len(run["curve"]) for run in modes.values()] == [2, 2]
     assert all(run["max_rate_within_objective"] is None for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
-    workers = report["throughput"]["workers"]
+    workers = report["throughput"]["workers_study"]
     assert set(workers) == {"1 worker", "2 workers", "2 workers, one per core"}
     assert all(study["curve"][0]["sent"] >= 1 for study in workers.values())
     past = report["throughput"]["past_saturation"]["points"]
