@@ -60,6 +60,7 @@ class BenchResult:
     naive: list[dict[str, Any]] = field(default_factory=list)
     table5: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    stores: dict[str, Any] = field(default_factory=dict)
     index_load: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 

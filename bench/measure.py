@@ -113,6 +113,20 @@ def service_part(http: httpx.Client, bodies: list[Body]) -> Part:
     return measure
 
 
+def named_part(part: Part, prefix: str) -> Part:
+    """``part`` with every name it measures prefixed (two services measured in one point)."""
+
+    def measure(k: int) -> dict[str, float]:
+        return {
+            f"stage:{prefix}{name.removeprefix('stage:')}"
+            if name.startswith("stage:")
+            else f"{prefix}{name}": value
+            for name, value in part(k).items()
+        }
+
+    return measure
+
+
 def echo_part(http: httpx.Client, bodies: list[Body], raw: bool = False) -> Part:
     """POST /v1/echo (HTTP, parsing and validation) or, ``raw``, /v1/echo/raw (the bytes and one
     orjson decode, no validation: the strict floor); round trip and server side."""

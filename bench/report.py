@@ -249,6 +249,7 @@ def render_markdown(result: BenchResult) -> str:
             for n in rows["gain_with_lm_online"]
         ]
         lines.append("")
+    lines += _stores_section(result.stores)
     mem = result.memory
     if mem:
         models = ", ".join(mem["models_loaded"])
@@ -272,6 +273,56 @@ def render_markdown(result: BenchResult) -> str:
         else "GPU: none on this machine."
     )
     return "\n".join(lines) + "\n"
+
+
+def _stores_section(stores: dict[str, Any]) -> list[str]:
+    if not stores:
+        return []
+    lines = [
+        f"## Stores: Redis or embedded, {stores['model']}, one worker",
+        "",
+        "The service on the Redis store as served (item cache on) and on the embedded store (the "
+        "snapshot memory-mapped in the worker, no Redis), both running, measured round by round "
+        "on the same requests at concurrency 1 (ms).",
+        "",
+        _row(
+            [
+                "candidates",
+                "Redis server p50",
+                "Redis server p99",
+                "Redis fetch p50",
+                "embedded server p50",
+                "embedded server p99",
+                "embedded fetch p50",
+                "embedded / Redis p50",
+            ]
+        ),
+        _row(["---:"] * 8),
+    ]
+    for r in stores["latency"]:
+        redis, embedded = r["redis_server"], r["embedded_server"]
+        lines.append(
+            _row(
+                [
+                    r["candidates"],
+                    _ms2(redis["p50"]),
+                    _ms2(redis["p99"]),
+                    _ms2(r["redis_fetch_p50"]),
+                    _ms2(embedded["p50"]),
+                    _ms2(embedded["p99"]),
+                    _ms2(r["embedded_fetch_p50"]),
+                    f"{embedded['p50'] / redis['p50']:.2f}",
+                ]
+            )
+        )
+    rates = stores["open_loop"]
+    lines += [
+        "",
+        "Open loop (the throughput mix), highest rate with p99 within the objective and nothing "
+        "shed: " + ", ".join(f"{store} **{rate} req/s**" for store, rate in rates.items()) + ".",
+        "",
+    ]
+    return lines
 
 
 def config_rates(workers: dict[str, Any]) -> list[float]:
@@ -304,6 +355,10 @@ def _plot(result: BenchResult, path: Path) -> None:
         ax.plot(rates, [p["p50"] for p in curve], "o-", label=f"{mode} p50")
         ax.plot(rates, [p["p99"] for p in curve], "o:", label=f"{mode} p99")
         ax.set_yscale("log")
+    embedded = result.stores.get("embedded_curve")
+    if embedded:
+        rates = [p["rate"] for p in embedded]
+        ax.plot(rates, [p["p99"] for p in embedded], "o:", label="embedded store p99")
     if result.throughput:
         ax.axhline(result.throughput["objective_p99_ms"], color="red", ls="--", label="objective")
     ax.set(xlabel="offered rate (req/s, Poisson)", ylabel="ms", title="Open-loop latency")

@@ -25,6 +25,7 @@ from bench.measure import (
     floor_part,
     machine,
     measure_point,
+    named_part,
     service_part,
     stats,
     timed,
@@ -77,6 +78,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         with serving(config, namespace, 1, free_port(), inference_threads=0) as service:
             before = _throughput_curve(run, service, mix, "inline, no item cache")
         _throughput(run, mix, after, before)
+        _stores(run, mix, after)
         if config.workers_study:
             _workers_study(run, mix, after)
         # Past saturation, with the service's own deadline and in-flight limit.
@@ -448,6 +450,58 @@ def _throughput(
         f"within {config.objective_ms:g} ms p99: {best} req/s as served, {inline} inline "
         f"without the cache; ONNX Runtime alone sustains {alone['rate']} req/s on the mix"
     )
+
+
+def _stores(run: _Run, bodies: list[Body], redis_curve: dict[str, Any]) -> None:
+    """The single-machine choice: the service on the embedded store (the snapshot memory-mapped
+    in the worker) against the Redis store as served (item cache on), both running, measured
+    round by round on the same requests at concurrency 1, then the embedded store's open loop
+    beside the Redis one (``redis_curve``)."""
+    config, ns, pools = run.config, run.keys.namespace, run.pools
+    model = next(iter(config.packages))
+    rows = []
+    with (
+        serving(config, ns, 1, free_port(), item_cache_mb=64) as on_redis,
+        serving(config, ns, 1, free_port(), embedded=True) as on_snapshot,
+        httpx.Client(base_url=on_redis.base, timeout=30) as redis_http,
+        httpx.Client(base_url=on_snapshot.base, timeout=30) as embedded_http,
+    ):
+        for count in config.counts:
+            bodies_n = [{**b, "model": model} for b in pools[count]]
+            slots: list[list[Part]] = [
+                [named_part(service_part(redis_http, bodies_n), "redis_")],
+                [named_part(service_part(embedded_http, bodies_n), "embedded_")],
+            ]
+            samples = measure_point(slots, len(bodies_n), config.repeats)
+            stats_of = {name: stats(values) for name, values in samples.values.items()}
+            stage = {k: round(float(np.median(x)), 3) for k, x in samples.stages.items()}
+            row: dict[str, Any] = {
+                "candidates": count,
+                **{
+                    f"{store}_{what}": stats_of[f"{store}_{what}"]
+                    for store in ("redis", "embedded")
+                    for what in ("server", "client")
+                },
+                "redis_fetch_p50": stage["redis_fetch"],
+                "embedded_fetch_p50": stage["embedded_fetch"],
+            }
+            rows.append(row)
+            run.progress(
+                f"stores {count:>5} candidates: server p50 Redis "
+                f"{row['redis_server']['p50']:.2f} ms (fetch {row['redis_fetch_p50']:.2f}), "
+                f"embedded {row['embedded_server']['p50']:.2f} ms "
+                f"(fetch {row['embedded_fetch_p50']:.2f})"
+            )
+        embedded_curve = _throughput_curve(run, on_snapshot, bodies, "embedded store")
+    run.result.stores = {
+        "model": model,
+        "latency": rows,
+        "open_loop": {
+            "redis (item cache)": redis_curve["max_rate_within_objective"],
+            "embedded": embedded_curve["max_rate_within_objective"],
+        },
+        "embedded_curve": embedded_curve["curve"],
+    }
 
 
 def _workers_study(run: _Run, bodies: list[Body], one: dict[str, Any]) -> None:

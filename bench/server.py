@@ -80,8 +80,10 @@ def serving(
     inference_threads: int = 1,
     item_cache_mb: float = 0,
     production_limits: bool = False,
+    embedded: bool = False,
 ) -> Iterator[ServiceProcess]:
-    """`ranker serve` on the bench's namespace. Generous deadline and store timeout unless
+    """`ranker serve` on the bench's namespace (``embedded``: on the snapshot itself, memory-
+    mapped in the worker, no Redis). Generous deadline and store timeout unless
     ``production_limits`` (the service's defaults: the past-saturation points)."""
     env = {
         "RANKER_ITEM_CACHE_MB": str(item_cache_mb),
@@ -98,6 +100,9 @@ def serving(
         "RANKER_STORE_TIMEOUT_MS": "2000",
         "RANKER_DEADLINE_MS": "5000",
     }
+    if embedded:
+        env["RANKER_STORE"] = "embedded"
+        env["RANKER_SNAPSHOT"] = str(config.snapshot.resolve())
     if production_limits:
         for name in ("RANKER_STORE_TIMEOUT_MS", "RANKER_DEADLINE_MS", "RANKER_MAX_CANDIDATES"):
             env.pop(name)

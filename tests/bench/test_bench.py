@@ -74,6 +74,13 @@ def test_bench_writes_its_report_and_cleans_up(
     assert [len(run["curve"]) for run in modes.values()] == [2, 2]
     assert all(run["max_rate_within_objective"] is None for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
+    stores = report["stores"]
+    assert [row["candidates"] for row in stores["latency"]] == [20]
+    row = stores["latency"][0]
+    assert row["redis_server"]["n"] == row["embedded_server"]["n"] == 5
+    assert row["embedded_fetch_p50"] > 0 and row["redis_fetch_p50"] > 0
+    assert set(stores["open_loop"]) == {"redis (item cache)", "embedded"}
+    assert stores["embedded_curve"][0]["sent"] >= 1
     workers = report["throughput"]["workers_study"]
     assert set(workers) == {"1 worker", "2 workers", "2 workers, one per core"}
     assert all(study["curve"][0]["sent"] >= 1 for study in workers.values())
@@ -84,6 +91,7 @@ def test_bench_writes_its_report_and_cleans_up(
         assert 0 <= point["queue"]["p99"] <= point["in_server"]["p99"] <= point["p99"]
     markdown = (tmp_path / "bench.md").read_text()
     assert markdown.startswith("# ranker bench") and "2 workers, one per core" in markdown
+    assert "## Stores: Redis or embedded" in markdown
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     client = redis.Redis.from_url(url)
     namespace = report["index_load"]["namespace"]
