@@ -31,9 +31,11 @@ into Python objects and costs the same for ten thousand items as for ten million
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap as mmap_module
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +64,32 @@ def key_hash(kind: LookupKind, key: str) -> int:
 
 def key_hashes(kind: LookupKind, keys: list[str]) -> npt.NDArray[np.uint64]:
     return np.fromiter((key_hash(kind, k) for k in keys), dtype=np.uint64, count=len(keys))
+
+
+#: Ids whose lookup hash a serving process remembers (a C-level LRU; ~200 bytes an entry, so at
+#: most ~40 MB): a blake2b per candidate was most of the embedded store's fetch, and the ids a
+#: service sees repeat. Bounded, as anything clients fill must be.
+LOOKUP_HASH_MEMO = 200_000
+_memo_key_hash = functools.lru_cache(maxsize=LOOKUP_HASH_MEMO)(key_hash)
+
+
+def lookup_hashes(kind: LookupKind, keys: list[str]) -> npt.NDArray[np.uint64]:
+    """`key_hashes` for the request path, through the bounded memo."""
+    return np.fromiter(
+        map(_memo_key_hash, repeat(kind, len(keys)), keys), dtype=np.uint64, count=len(keys)
+    )
+
+
+def ragged_positions(starts: Int64Array, counts: Int64Array) -> Int64Array:
+    """The positions ``starts[i] .. starts[i] + counts[i] - 1`` of every run, concatenated.
+
+    >>> ragged_positions(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
+    [5, 6, 9, 10, 11]
+    """
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
 
 
 def pair_key(query_row: int | Int64Array, item_row: Int64Array, n_items: int) -> Int64Array:
@@ -230,7 +258,7 @@ class Snapshot:
     def rows(self, kind: LookupKind, keys: list[str]) -> Int64Array:
         """Rows of the given ids (-1 where unknown)."""
         hashes, rows = self._lookup[kind]
-        wanted = key_hashes(kind, keys)
+        wanted = lookup_hashes(kind, keys)
         if len(hashes) == 0:
             return np.full(len(keys), -1, dtype=np.int64)
         at = np.clip(np.searchsorted(hashes, wanted), 0, len(hashes) - 1)
@@ -256,9 +284,24 @@ class Snapshot:
         )
 
     def item_terms(self, rows: Int64Array) -> ItemTerms:
-        """The term hashes of these item rows (none for -1), as the relevance features read them."""
-        parts = [self.item_term_hashes(row) for row in rows.tolist()]
-        return ItemTerms.from_lists([p[0] for p in parts], [p[1] for p in parts])
+        """The term hashes of these item rows (none for -1), as the relevance features read them:
+        each item's title run then its text run, gathered for every item at once."""
+        known, at = rows >= 0, np.maximum(rows, 0)
+        title, text = self.item_title_terms_offsets, self.item_text_terms_offsets
+        title_starts, text_starts = title[at], text[at]
+        title_counts = np.where(known, title[at + 1] - title_starts, 0).astype(np.int64)
+        text_counts = np.where(known, text[at + 1] - text_starts, 0).astype(np.int64)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(title_counts + text_counts, out=offsets[1:])
+        hashes = np.empty(int(offsets[-1]), dtype=np.uint64)
+        item_starts = offsets[:-1]
+        hashes[ragged_positions(item_starts, title_counts)] = self.item_title_terms[
+            ragged_positions(title_starts, title_counts)
+        ]
+        hashes[ragged_positions(item_starts + title_counts, text_counts)] = self.item_text_terms[
+            ragged_positions(text_starts, text_counts)
+        ]
+        return ItemTerms(hashes, offsets, title_counts)
 
     def user_history(self, row: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """(query vectors, pair vectors) of a user's history, oldest first, each (n, D)."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import redis
 
+from service.contract import ItemTerms
 from service.index.keys import KeySchema
 from service.index.loader import delete_version, load_snapshot
 from service.index.snapshot import Snapshot
@@ -304,3 +305,20 @@ async def test_a_prefetched_read_of_a_removed_version_follows_the_pointer(
     finally:
         await store.close()
         client.close()
+
+
+def test_the_snapshots_gathers_are_its_row_by_row_reads(tiny_snapshot: Snapshot) -> None:
+    s = tiny_snapshot
+    keys = [*s.item_key.to_list()[:30], "not-in-the-index", s.item_key[3]]
+    rows = s.rows("item", keys)
+    assert rows[-2] == -1 and rows[-1] == rows[3]
+    row_of = {key: row for row, key in enumerate(s.item_key.to_list())}
+    assert rows.tolist() == [row_of.get(key, -1) for key in keys]
+    assert rows.tolist() == s.rows("item", keys).tolist()  # again, through the memo
+    terms = s.item_terms(rows)
+    runs = [s.item_term_hashes(int(row)) for row in rows]
+    expected = ItemTerms.from_lists([r[0] for r in runs], [r[1] for r in runs])
+    np.testing.assert_array_equal(terms.hashes, expected.hashes)
+    np.testing.assert_array_equal(terms.offsets, expected.offsets)
+    np.testing.assert_array_equal(terms.title_counts, expected.title_counts)
+    assert s.item_terms(np.zeros(0, dtype=np.int64)).offsets.tolist() == [0]
