@@ -39,7 +39,7 @@ def _bench_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers-study",
         action="store_true",
-        help="also run the open loop with 2 workers, free and pinned one per core (+3-5 min)",
+        help="also run the open loop with 2 workers, free and pinned one per core (+3-4 min)",
     )
     return parser
 
