@@ -183,17 +183,18 @@ def render_markdown(result: BenchResult) -> str:
         lines.append("")
         workers = t.get("workers_study")
         if workers:
+            rates = _study_rates(workers)
             lines += [
                 "Workers on this machine (the curve as served, then 2 workers, then 2 workers "
                 "each pinned to its own core; Redis and this client share the same cores): "
                 "p99 ms by offered rate, `-` where the curve had stopped.",
                 "",
-                _row(["workers", *(f"{r:g}" for r in config_rates(workers)), "within objective"]),
-                _row(["---", *["---:"] * (len(config_rates(workers)) + 1)]),
+                _row(["workers", *(f"{r:g}" for r in rates), "within objective"]),
+                _row(["---", *["---:"] * (len(rates) + 1)]),
             ]
             for label, study in workers.items():
                 p99 = {p["rate"]: p["p99"] for p in study["curve"]}
-                cells = [f"{p99[r]:.1f}" if r in p99 else "-" for r in config_rates(workers)]
+                cells = [f"{p99[r]:.1f}" if r in p99 else "-" for r in rates]
                 best = study["max_rate_within_objective"]
                 lines.append(_row([label, *cells, f"{best} req/s" if best else "none"]))
             lines.append("")
@@ -325,7 +326,7 @@ def _stores_section(stores: dict[str, Any]) -> list[str]:
     return lines
 
 
-def config_rates(workers: dict[str, Any]) -> list[float]:
+def _study_rates(workers: dict[str, Any]) -> list[float]:
     """Every rate any curve of the workers study reached, in order."""
     return sorted({p["rate"] for study in workers.values() for p in study["curve"]})
 

@@ -87,9 +87,8 @@ def ragged_positions(starts: Int64Array, counts: Int64Array) -> Int64Array:
     [5, 6, 9, 10, 11]
     """
     ends = np.cumsum(counts)
-    return np.repeat(starts - (ends - counts), counts) + np.arange(
-        int(ends[-1]) if len(ends) else 0
-    )
+    total = int(ends[-1]) if len(ends) else 0
+    return np.repeat(starts - (ends - counts), counts) + np.arange(total)
 
 
 def pair_key(query_row: int | Int64Array, item_row: Int64Array, n_items: int) -> Int64Array:
