@@ -28,7 +28,12 @@ def _bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", type=Path, default=None, help="the runs' world (default: meta)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="report folder")
-    parser.add_argument("--repeats", type=int, default=200, help="requests per latency point")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=BenchConfig.repeats,
+        help="requests per latency point up to 200 candidates (a fifth above)",
+    )
     parser.add_argument(
         "--rates",
         default=",".join(f"{r:g}" for r in DEFAULT_RATES),

@@ -39,7 +39,11 @@ class BenchConfig:
     elec_run: Path | None = None
     world: Path | None = None
     counts: tuple[int, ...] = (50, 200, 500, 1000)
-    repeats: int = 200
+    # Requests per latency point up to 200 candidates (fewer above: `latency_repeats`). A p99
+    # needs many: of 200 it is the 2nd-largest request, and single slow ones (a preempted
+    # worker on 2 shared cores, ~0.5% of requests here) made it swing 1.2-2.0x the p50 from run
+    # to run; of 1000 it is the 10th-largest.
+    repeats: int = 1000
     # Up to past what one worker holds on a fast 2-core machine (2026-12-04: 100 req/s was within
     # the objective in both modes, so a curve that stopped there compared nothing).
     rates: tuple[float, ...] = DEFAULT_RATES
@@ -63,6 +67,13 @@ class BenchResult:
     stores: dict[str, Any] = field(default_factory=dict)
     index_load: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def latency_repeats(config: BenchConfig, count: int) -> int:
+    """Requests per latency point: all of ``config.repeats`` up to 200 candidates (the sizes
+    the objectives are stated at), a fifth above, where each request costs several times as
+    much."""
+    return config.repeats if count <= 200 else max(config.repeats // 5, 20)
 
 
 def jsonable(value: Any) -> Any:

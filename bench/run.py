@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import redis
 
-from bench.config import BenchConfig, BenchResult, jsonable
+from bench.config import BenchConfig, BenchResult, jsonable, latency_repeats
 from bench.load import fetch_counters, open_loop
 from bench.measure import (
     Part,
@@ -133,7 +133,7 @@ def _latency(run: _Run, service: ServiceProcess) -> None:
             assembler = Assembler(package.spec)
             for count in config.counts:
                 bodies = [{**b, "model": name} for b in pools[count]]
-                repeats = config.repeats if count <= 200 else max(config.repeats // 2, 20)
+                repeats = latency_repeats(config, count)
                 inputs = model_inputs(bodies, store_fetch, assembler)
                 feeds = [{k: x[k] for k in runner.input_names} for x in inputs]
                 key_lists = [fetch_keys(b, keys, version, matcher) for b in bodies]
@@ -472,7 +472,7 @@ def _stores(run: _Run, bodies: list[Body], redis_curve: dict[str, Any]) -> None:
                 [named_part(service_part(redis_http, bodies_n), "redis_")],
                 [named_part(service_part(embedded_http, bodies_n), "embedded_")],
             ]
-            samples = measure_point(slots, len(bodies_n), config.repeats)
+            samples = measure_point(slots, len(bodies_n), latency_repeats(config, count))
             stats_of = {name: stats(values) for name, values in samples.values.items()}
             stage = {k: round(float(np.median(x)), 3) for k, x in samples.stages.items()}
             row: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, latency_repeats
 from bench.measure import Part, measure_point
 from bench.report import write_report
 from bench.run import run_bench
@@ -119,6 +119,15 @@ def test_each_round_gives_every_slot_another_request_and_alternatives_take_turns
         assert len({k for _, k in round_}) == 3  # no request read twice in one round
     assert len(samples.values["client a"]) == len(samples.values["client b"]) == 10
     assert len(samples.values["service"]) == 20
+
+
+def test_latency_points_up_to_200_candidates_take_every_repeat_and_larger_ones_a_fifth(
+    tmp_path: Path,
+) -> None:
+    config = BenchConfig(packages={}, snapshot=tmp_path, out=tmp_path, repeats=1000)
+    assert [latency_repeats(config, n) for n in (50, 200, 500, 1000)] == [1000, 1000, 200, 200]
+    config.repeats = 30
+    assert [latency_repeats(config, n) for n in (200, 500)] == [30, 20]  # never under 20
 
 
 def test_the_load_generator_survives_a_keep_alive_connection_the_server_closed() -> None:
