@@ -164,11 +164,11 @@ _FLAGS: tuple[list[str], ...] = (
 )
 
 
-def _flags(
+def _flag_codes(
     features: RequestFeatures, supplied: list[SuppliedFeatures | None] | None
-) -> list[list[str]] | None:
-    """Each candidate's flags, or None when no candidate has any. ``supplied``: None where no
-    candidate carries features."""
+) -> npt.NDArray[np.int8] | None:
+    """Each candidate's flags code (`_FLAGS`), or None when no candidate has any.
+    ``supplied``: None where no candidate carries features."""
     c = features.candidates
     resolved = features.query.match.row >= 0
     if c.item_known.all() and (not resolved or c.pair_known.all()):
@@ -177,38 +177,39 @@ def _flags(
     if supplied is not None:
         described = np.fromiter((s is not None for s in supplied), bool, len(supplied))
         codes[described & ~c.item_known] = 3
-    return list(map(_FLAGS.__getitem__, codes.tolist()))
+    return codes
 
 
 def _ranked_items(
     item_ids: list[str],
     outputs: dict[str, npt.NDArray[Any]],
-    order: list[int],
-    flags: list[list[str]] | None,
+    order: npt.NDArray[np.intp],
+    flag_codes: npt.NDArray[np.int8] | None,
     explain: bool,
 ) -> list[dict[str, Any]]:
-    """The response's items in rank order (each output column turned into Python values once,
-    not a numpy scalar per item; ``flags`` None: no item has any)."""
-    ids = list(map(item_ids.__getitem__, order))
+    """The response's items in rank order: every column put in that order by numpy and turned
+    into Python values once, not a numpy scalar per item (``flag_codes`` None: no item has
+    any flag)."""
+    ids = list(map(item_ids.__getitem__, order.tolist()))
     scores = outputs["score"][order].tolist()
     ranks = range(1, len(order) + 1)
-    if flags is None:
+    if flag_codes is None:
         items = [
             {"item_id": i, "score": s, "rank": r}
             for i, s, r in zip(ids, scores, ranks, strict=True)
         ]
     else:
+        flags = _FLAGS
         items = [
-            {"item_id": i, "score": s, "rank": r, "flags": f}
-            if (f := flags[k])
+            {"item_id": i, "score": s, "rank": r, "flags": flags[f]}
+            if f
             else {"item_id": i, "score": s, "rank": r}
-            for i, s, r, k in zip(ids, scores, ranks, order, strict=True)
+            for i, s, r, f in zip(ids, scores, ranks, flag_codes[order].tolist(), strict=True)
         ]
     if explain:
-        p_rsl, p_click = outputs["p_rsl"].tolist(), outputs["p_click_given_rsl"].tolist()
-        tau = outputs["tau"].tolist()
-        for item, i in zip(items, order, strict=True):
-            item["explain"] = {"p_rsl": p_rsl[i], "p_click_given_rsl": p_click[i], "tau": tau[i]}
+        columns = (outputs[name][order].tolist() for name in ("p_rsl", "p_click_given_rsl", "tau"))
+        for item, p_rsl, p_click, tau in zip(items, *columns, strict=True):
+            item["explain"] = {"p_rsl": p_rsl, "p_click_given_rsl": p_click, "tau": tau}
     return items
 
 
@@ -379,9 +380,9 @@ async def _rank(
     past_deadline(deadline, settings.deadline_ms)  # a late answer is not sent as a ranking
     for reason in degraded:
         metrics.DEGRADED.labels(reason).inc()
-    order = np.argsort(-scores, kind="stable")[: body.top_k].tolist()
+    order = np.argsort(-scores, kind="stable")[: body.top_k]
     explain = body.explain and "p_rsl" in outputs
-    items = _ranked_items(item_ids, outputs, order, _flags(features, supplied), explain)
+    items = _ranked_items(item_ids, outputs, order, _flag_codes(features, supplied), explain)
 
     shadow = settings.shadow_model
     if shadow and shadow != model.name:
