@@ -40,7 +40,6 @@ from service.index.record_cache import ItemRecordCache
 from service.index.records import (
     ItemBatch,
     TextColumn,
-    as_float32,
     decode_items,
     decode_pairs,
     decode_query,
@@ -132,7 +131,7 @@ class CandidateFeatures:
             category=items.category,
             brand=items.brand,
             price_bucket=items.price_bucket,
-            item_vec=as_float32(items.vec),
+            item_vec=items.vec.astype(np.float32),
             titles=items.titles,
             texts=items.texts,
             pair_known=np.zeros(k, dtype=bool),
@@ -602,7 +601,7 @@ class RedisStore:
             if found:
                 paired = _present(pair_values)
                 c.pair_known[paired] = True
-                c.pair_vec[paired] = as_float32(decode_pairs(found, dim))
+                c.pair_vec[paired] = decode_pairs(found, dim)  # float16 -> float32 by assignment
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 

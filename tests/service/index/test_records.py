@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.index.records import TextColumn, as_float32, decode_items, encode_item
+from service.index.records import TextColumn, decode_items, encode_item
 
 DIM = 4
 _hashes = st.lists(st.integers(0, 2**64 - 1), max_size=6, unique=True)
@@ -75,16 +75,3 @@ def test_a_text_column_decodes_on_read_and_scatters_into_empty_rows() -> None:
     assert spread == ["", "añ", "", "b"] and spread != ["", "añ", "", "c"]
     assert list(TextColumn.empty(2)) == ["", ""]
     assert TextColumn.from_strings(["añ", "", "b"]) == ["añ", "", "b"]
-
-
-def test_float16_vectors_convert_as_numpy_casts_them_every_bit_pattern() -> None:
-    every = np.arange(1 << 16, dtype=np.uint32).astype("<u2").view("<f2").reshape(256, 256)
-    for vectors in (every, every[:, ::3], every[::2].T):  # contiguous and strided views
-        converted = as_float32(vectors)
-        assert converted.dtype == np.float32 and converted.shape == vectors.shape
-        np.testing.assert_array_equal(converted, vectors.astype(np.float32))
-
-
-def test_only_float16_vectors_are_converted() -> None:
-    with pytest.raises(TypeError):
-        as_float32(np.zeros((2, 3), dtype=np.float32))
