@@ -165,7 +165,8 @@ def render_markdown(result: BenchResult) -> str:
         alone = t["onnx_alone"]
         lines += [
             "",
-            f"Highest rate with p99 under {t['objective_p99_ms']:g} ms and nothing shed: "
+            f"Highest rate up to which every point had p99 under {t['objective_p99_ms']:g} ms and "
+            "nothing shed: "
             + ", ".join(
                 f"{mode} **{run['max_rate_within_objective']} req/s**"
                 for mode, run in t["modes"].items()
@@ -189,7 +190,7 @@ def render_markdown(result: BenchResult) -> str:
                 "each pinned to its own core; Redis and this client share the same cores): "
                 "p99 ms by offered rate, `-` where the curve had stopped.",
                 "",
-                _row(["workers", *(f"{r:g}" for r in rates), "within objective"]),
+                _row(["workers", *(f"{r:g}" for r in rates), "held to"]),
                 _row(["---", *["---:"] * (len(rates) + 1)]),
             ]
             for label, study in workers.items():
@@ -319,8 +320,10 @@ def _stores_section(stores: dict[str, Any]) -> list[str]:
     rates = stores["open_loop"]
     lines += [
         "",
-        "Open loop (the throughput mix), highest rate with p99 within the objective and nothing "
-        "shed: " + ", ".join(f"{store} **{rate} req/s**" for store, rate in rates.items()) + ".",
+        "Open loop (the throughput mix), highest rate up to which every point had p99 within the "
+        "objective and nothing shed: "
+        + ", ".join(f"{store} **{rate} req/s**" for store, rate in rates.items())
+        + ".",
         "",
     ]
     return lines

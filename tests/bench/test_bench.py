@@ -14,7 +14,7 @@ import redis
 from bench.config import BenchConfig, latency_repeats
 from bench.measure import Part, measure_point
 from bench.report import write_report
-from bench.run import run_bench
+from bench.run import held_through, run_bench
 from bench.server import pin_process
 from service.index.snapshot import Snapshot
 
@@ -128,6 +128,16 @@ def test_latency_points_up_to_200_candidates_take_every_repeat_and_larger_ones_a
     assert [latency_repeats(config, n) for n in (50, 200, 500, 1000)] == [1000, 1000, 200, 200]
     config.repeats = 30
     assert [latency_repeats(config, n) for n in (200, 500)] == [30, 20]  # never under 20
+
+
+def test_a_curve_holds_up_to_its_first_miss_not_to_a_later_pass() -> None:
+    def point(rate: float, p99: float, shed: float = 0.0) -> dict[str, float]:
+        return {"rate": rate, "p99": p99, "errors": 0, "shed_share": shed}
+
+    curve = [point(10, 9), point(50, 30), point(100, 61), point(150, 45)]
+    assert held_through(curve, objective_ms=50) == 50  # 150 passed after 100 missed: not counted
+    assert held_through([point(10, 9), point(50, 20, shed=0.01)], 50) == 10  # shedding misses
+    assert held_through([point(10, 70)], 50) is None
 
 
 def test_the_load_generator_survives_a_keep_alive_connection_the_server_closed() -> None:
