@@ -493,11 +493,11 @@ class RedisStore:
         """Send the request's MGET now, without yielding, so the caller can work while Redis
         does (None: no live version known yet, a cluster, or the connection not open: `fetch`
         reads as usual). Pass it to `fetch`, or `cancel` it."""
-        live = self._live
-        if live is None or not isinstance(self.client, PipelinedConnection):
-            return None
+        live, client = self._live, self.client
+        if live is None or not isinstance(client, PipelinedConnection) or not client.is_open:
+            return None  # (checked before planning: `fetch` would plan again)
         plan = self._plan(live, user_id, query, item_ids)
-        sent = self.client.send_now("MGET", *plan.keys)
+        sent = client.send_now("MGET", *plan.keys)
         return None if sent is None else Prefetch(plan, sent)
 
     async def fetch(

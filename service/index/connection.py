@@ -183,6 +183,11 @@ class PipelinedConnection:
             protocol = await self._connect()
         return await self._sent(protocol, args).result()
 
+    @property
+    def is_open(self) -> bool:
+        """Whether a command can go out at once (`send_now` sends rather than answer None)."""
+        return self._protocol is not None and self._protocol.lost is None
+
     def send_now(self, *args: str | bytes | int) -> Sent | None:
         """Send one command at once, without yielding to the event loop (None: the connection
         is not open, use `execute`). Its reply is awaited later (`Sent.result`), or dropped by

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from service.contract import ItemTerms
+from service.index.connection import PipelinedConnection
 from service.index.keys import KeySchema
 from service.index.loader import delete_version, load_snapshot
 from service.index.snapshot import Snapshot
@@ -267,7 +268,11 @@ async def test_a_prefetched_read_is_the_read_fetch_makes(
     try:
         # A new store knows no live version and has no connection yet: fetch reads as usual.
         assert store.prefetch(user, query, ids) is None
+        await store.refresh()  # the live version known (on the bulk connection), none open yet
+        assert isinstance(store.client, PipelinedConnection) and not store.client.is_open
+        assert store.prefetch(user, query, ids) is None
         plain = await store.fetch(user, query, ids)
+        assert store.client.is_open
         prefetched = store.prefetch(user, query, ids)
         assert prefetched is not None
         _same_features(await store.fetch(user, query, ids, prefetched), plain)
