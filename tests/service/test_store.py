@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import redis
 from service.contract import ItemTerms
 from service.index.connection import PipelinedConnection
 from service.index.keys import KeySchema
-from service.index.loader import delete_version, load_snapshot
+from service.index.loader import LoadResult, delete_version, load_snapshot
 from service.index.snapshot import Snapshot
 from service.store import (
     EmbeddedStore,
@@ -23,20 +24,48 @@ from service.store import (
 )
 
 
-@pytest.fixture(params=["embedded", "redis"])
-async def store(
-    request: pytest.FixtureRequest, tiny_snapshot: Snapshot
-) -> AsyncIterator[FeatureStore]:
-    if request.param == "embedded":
-        yield EmbeddedStore(tiny_snapshot)
-        return
-    url, prefix = request.getfixturevalue("redis_prefix")
-    client = redis.Redis.from_url(url)
-    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
+@dataclass(frozen=True)
+class Loaded:
+    """The tiny snapshot loaded into Redis under the test's own prefix."""
+
+    url: str
+    keys: KeySchema
+    client: redis.Redis
+    first: LoadResult
+
+
+@pytest.fixture
+def loaded(tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]) -> Iterator[Loaded]:
+    url, prefix = redis_prefix
+    keys, client = KeySchema(prefix), redis.Redis.from_url(url)
+    yield Loaded(url, keys, client, load_snapshot(tiny_snapshot, client, keys, grace_s=0))
     client.close()
-    redis_store = RedisStore.from_url(url, namespace=prefix)
-    yield redis_store
-    await redis_store.close()
+
+
+OpenStore = Callable[..., RedisStore]
+
+
+@pytest.fixture
+async def open_store(loaded: Loaded) -> AsyncIterator[OpenStore]:
+    """Opens RedisStores on the loaded snapshot (`RedisStore.from_url`'s keyword options), each
+    closed after the test."""
+    opened: list[RedisStore] = []
+
+    def open_one(**options: Any) -> RedisStore:
+        opened.append(RedisStore.from_url(loaded.url, namespace=loaded.keys.namespace, **options))
+        return opened[-1]
+
+    yield open_one
+    for redis_store in opened:
+        await redis_store.close()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request: pytest.FixtureRequest, tiny_snapshot: Snapshot) -> FeatureStore:
+    if request.param == "embedded":
+        return EmbeddedStore(tiny_snapshot)
+    open_one: OpenStore = request.getfixturevalue("open_store")
+    return open_one()
 
 
 def _known(s: Snapshot) -> tuple[str, str, int, list[str], list[int]]:
@@ -157,96 +186,75 @@ async def test_meta_names_the_version_and_the_text_tower(
 
 @pytest.mark.parametrize("cache_bytes", [0, 20_000, 1 << 24])
 async def test_both_stores_answer_a_mixed_request_identically(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str], cache_bytes: int
+    tiny_snapshot: Snapshot, open_store: OpenStore, cache_bytes: int
 ) -> None:
     """Also with the Redis store's item cache, none, evicting (20 KB: ~15 records) or
     holding all: the requests draw from 80 items, so later ones find earlier records cached."""
-    url, prefix = redis_prefix
-    client = redis.Redis.from_url(url)
-    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
-    client.close()
     embedded = EmbeddedStore(tiny_snapshot)
-    remote = RedisStore.from_url(url, namespace=prefix, item_cache_bytes=cache_bytes)
+    remote = open_store(item_cache_bytes=cache_bytes)
     rng = np.random.default_rng(0)
     keys = tiny_snapshot.item_key.to_list()[:80]
     cached = 0
-    try:
-        for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3, 1)] + ["", "zzz"]:
-            ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)]
-            ids = [*ids[:20], "missing", *ids[20:], "also-missing"]  # gaps inside and at the end
-            user = tiny_snapshot.user_key[int(rng.integers(len(tiny_snapshot.user_key)))]
-            a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
-            cached += b.cached_items
-            assert a.misses == b.misses and a.query.match == b.query.match
-            for name in (
-                "item_known",
-                "id_hash",
-                "brand_hash",
-                "category",
-                "brand",
-                "price_bucket",
-            ):
-                x: Any = getattr(a.candidates, name)
-                np.testing.assert_array_equal(x, getattr(b.candidates, name))
-            for name in ("item_vec", "pair_known", "pair_vec"):
-                np.testing.assert_array_equal(
-                    getattr(a.candidates, name), getattr(b.candidates, name)
-                )
-            np.testing.assert_array_equal(a.user.history_pair_vec, b.user.history_pair_vec)
-            assert a.candidates.texts == b.candidates.texts
-            assert a.candidates.titles == b.candidates.titles
-            ta, tb = a.candidates.terms, b.candidates.terms
-            np.testing.assert_array_equal(ta.title_counts, tb.title_counts)
-            for i in range(len(ids)):
-                run_a = ta.hashes[ta.offsets[i] : ta.offsets[i + 1]]
-                np.testing.assert_array_equal(run_a, tb.hashes[tb.offsets[i] : tb.offsets[i + 1]])
-    finally:
-        await remote.close()
+    for query in [tiny_snapshot.query_text[q] for q in (1, 2, 3, 1)] + ["", "zzz"]:
+        ids = [keys[i] for i in rng.choice(len(keys), 50, replace=False)]
+        ids = [*ids[:20], "missing", *ids[20:], "also-missing"]  # gaps inside and at the end
+        user = tiny_snapshot.user_key[int(rng.integers(len(tiny_snapshot.user_key)))]
+        a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
+        cached += b.cached_items
+        assert a.misses == b.misses and a.query.match == b.query.match
+        for name in (
+            "item_known",
+            "id_hash",
+            "brand_hash",
+            "category",
+            "brand",
+            "price_bucket",
+        ):
+            x: Any = getattr(a.candidates, name)
+            np.testing.assert_array_equal(x, getattr(b.candidates, name))
+        for name in ("item_vec", "pair_known", "pair_vec"):
+            np.testing.assert_array_equal(getattr(a.candidates, name), getattr(b.candidates, name))
+        np.testing.assert_array_equal(a.user.history_pair_vec, b.user.history_pair_vec)
+        assert a.candidates.texts == b.candidates.texts
+        assert a.candidates.titles == b.candidates.titles
+        ta, tb = a.candidates.terms, b.candidates.terms
+        np.testing.assert_array_equal(ta.title_counts, tb.title_counts)
+        for i in range(len(ids)):
+            run_a = ta.hashes[ta.offsets[i] : ta.offsets[i + 1]]
+            np.testing.assert_array_equal(run_a, tb.hashes[tb.offsets[i] : tb.offsets[i + 1]])
     assert remote.item_cache.held_bytes <= cache_bytes
     assert (cached > 0) == (cache_bytes > 0)
 
 
 async def test_the_item_cache_saves_reads_and_empties_when_the_version_moves(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+    tiny_snapshot: Snapshot, loaded: Loaded, open_store: OpenStore
 ) -> None:
-    url, prefix = redis_prefix
-    client = redis.Redis.from_url(url)
-    first = load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
-    store = RedisStore.from_url(url, namespace=prefix, item_cache_bytes=1 << 24)
+    store = open_store(item_cache_bytes=1 << 24)
     user, query, _, items, _ = _known(tiny_snapshot)
     ids = [*items, *tiny_snapshot.item_key.to_list()[:40], "not-in-the-index"]
-    try:
-        cold = await store.fetch(user, query, ids)
-        warm = await store.fetch(user, query, ids)
-        assert (cold.cached_items, warm.cached_items) == (0, len(ids) - 1)  # not the unknown id
-        assert warm.read_bytes < cold.read_bytes / 2
-        np.testing.assert_array_equal(cold.candidates.item_vec, warm.candidates.item_vec)
-        second = load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
-        assert second.version != first.version
-        moved = await store.fetch(user, query, ids)
-        assert moved.index_version == second.version and moved.cached_items == 0
-        np.testing.assert_array_equal(cold.candidates.item_vec, moved.candidates.item_vec)
-    finally:
-        await store.close()
-        client.close()
+    cold = await store.fetch(user, query, ids)
+    warm = await store.fetch(user, query, ids)
+    assert (cold.cached_items, warm.cached_items) == (0, len(ids) - 1)  # not the unknown id
+    assert warm.read_bytes < cold.read_bytes / 2
+    np.testing.assert_array_equal(cold.candidates.item_vec, warm.candidates.item_vec)
+    second = load_snapshot(tiny_snapshot, loaded.client, loaded.keys, grace_s=0)
+    assert second.version != loaded.first.version
+    moved = await store.fetch(user, query, ids)
+    assert moved.index_version == second.version and moved.cached_items == 0
+    np.testing.assert_array_equal(cold.candidates.item_vec, moved.candidates.item_vec)
 
 
 async def test_a_record_not_of_this_layout_makes_the_index_unavailable_not_a_crash(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+    tiny_snapshot: Snapshot, loaded: Loaded, open_store: OpenStore
 ) -> None:
-    url, prefix = redis_prefix
-    keys = KeySchema(prefix)
-    client = redis.Redis.from_url(url)
-    loaded = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    client = loaded.client
     user_id, query, _, item_ids, _ = _known(tiny_snapshot)
-    store = RedisStore.from_url(url, namespace=prefix)
+    store = open_store()
     await store.fetch(user_id, query, item_ids)  # whole: fine
-    key = keys.item(loaded.version, item_ids[1])
+    key = loaded.keys.item(loaded.first.version, item_ids[1])
     client.set(key, client.get(key)[:-3])  # type: ignore[index]
     with pytest.raises(IndexUnavailable, match="undecodable"):
         await store.fetch(user_id, query, item_ids)
-    await store.close()
-    client.close()
 
 
 def _same_features(a: RequestFeatures, b: RequestFeatures) -> None:
@@ -257,59 +265,45 @@ def _same_features(a: RequestFeatures, b: RequestFeatures) -> None:
 
 
 async def test_a_prefetched_read_is_the_read_fetch_makes(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+    tiny_snapshot: Snapshot, open_store: OpenStore
 ) -> None:
-    url, prefix = redis_prefix
-    client = redis.Redis.from_url(url)
-    load_snapshot(tiny_snapshot, client, KeySchema(prefix), grace_s=0)
-    store = RedisStore.from_url(url, namespace=prefix)
+    store = open_store()
     user, query, _, items, _ = _known(tiny_snapshot)
     ids = [*items, "not-in-the-index"]
-    try:
-        # A new store knows no live version and has no connection yet: fetch reads as usual.
-        assert store.prefetch(user, query, ids) is None
-        await store.refresh()  # the live version known (on the bulk connection), none open yet
-        assert isinstance(store.client, PipelinedConnection) and not store.client.is_open
-        assert store.prefetch(user, query, ids) is None
-        plain = await store.fetch(user, query, ids)
-        assert store.client.is_open
-        prefetched = store.prefetch(user, query, ids)
-        assert prefetched is not None
-        _same_features(await store.fetch(user, query, ids, prefetched), plain)
-        # A prefetch nobody reads: its reply is dropped, and the replies after it stay in step.
-        for _ in range(3):
-            abandoned = store.prefetch(user, query, ids[1:])
-            assert abandoned is not None
-            abandoned.cancel()
-        other = tiny_snapshot.user_key[1]
-        _same_features(await store.fetch(other, query, ids), await store.fetch(other, query, ids))
-        _same_features(await store.fetch(user, query, ids), plain)
-    finally:
-        await store.close()
-        client.close()
+    # A new store knows no live version and has no connection yet: fetch reads as usual.
+    assert store.prefetch(user, query, ids) is None
+    await store.refresh()  # the live version known (on the bulk connection), none open yet
+    assert isinstance(store.client, PipelinedConnection) and not store.client.is_open
+    assert store.prefetch(user, query, ids) is None
+    plain = await store.fetch(user, query, ids)
+    assert store.client.is_open
+    prefetched = store.prefetch(user, query, ids)
+    assert prefetched is not None
+    _same_features(await store.fetch(user, query, ids, prefetched), plain)
+    # A prefetch nobody reads: its reply is dropped, and the replies after it stay in step.
+    for _ in range(3):
+        abandoned = store.prefetch(user, query, ids[1:])
+        assert abandoned is not None
+        abandoned.cancel()
+    other = tiny_snapshot.user_key[1]
+    _same_features(await store.fetch(other, query, ids), await store.fetch(other, query, ids))
+    _same_features(await store.fetch(user, query, ids), plain)
 
 
 async def test_a_prefetched_read_of_a_removed_version_follows_the_pointer(
-    tiny_snapshot: Snapshot, redis_prefix: tuple[str, str]
+    tiny_snapshot: Snapshot, loaded: Loaded, open_store: OpenStore
 ) -> None:
-    url, prefix = redis_prefix
-    keys = KeySchema(prefix)
-    client = redis.Redis.from_url(url)
-    first = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
-    store = RedisStore.from_url(url, namespace=prefix)
+    client, keys = loaded.client, loaded.keys
+    store = open_store()
     user, query, _, items, _ = _known(tiny_snapshot)
-    try:
-        await store.fetch(user, query, items)
-        second = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
-        delete_version(client, keys, first.version)
-        prefetched = store.prefetch(user, query, items)  # still of the version the store knew
-        assert prefetched is not None
-        features = await store.fetch(user, query, items, prefetched)
-        assert features.index_version == second.version
-        assert features.candidates.item_known.all()
-    finally:
-        await store.close()
-        client.close()
+    await store.fetch(user, query, items)
+    second = load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    delete_version(client, keys, loaded.first.version)
+    prefetched = store.prefetch(user, query, items)  # still of the version the store knew
+    assert prefetched is not None
+    features = await store.fetch(user, query, items, prefetched)
+    assert features.index_version == second.version
+    assert features.candidates.item_known.all()
 
 
 def test_the_snapshots_gathers_are_its_row_by_row_reads(tiny_snapshot: Snapshot) -> None:
