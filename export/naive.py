@@ -22,7 +22,13 @@ from service.assemble import Assembler
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
 from service.index.records import decode_pairs, decode_query
-from service.store import QueryFeatures, RequestFeatures, candidate_features, user_features
+from service.store import (
+    VECTOR_DTYPE,
+    QueryFeatures,
+    RequestFeatures,
+    candidate_features,
+    user_features,
+)
 
 
 class NaiveRanker:
@@ -50,12 +56,12 @@ class NaiveRanker:
         v, dim = self.version, self.dim
         match = self.matcher.match(query)
         user = user_features(self._get(self.keys.user(v, user_id)), dim)
-        q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
+        q = QueryFeatures(match, -1, np.zeros(dim, dtype=VECTOR_DTYPE))
         if match.row >= 0:
             raw_query = self._get(self.keys.query(v, match.matched_text))
             if raw_query is not None:
                 record = decode_query(raw_query, dim)
-                q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
+                q = QueryFeatures(match, record.category, record.vec)
         c = candidate_features([self._get(self.keys.item(v, item_id)) for item_id in item_ids], dim)
         if match.row >= 0:
             for i, item_id in enumerate(item_ids):
@@ -71,8 +77,7 @@ class NaiveRanker:
         features = self.fetch(user_id, query, item_ids)
         inputs = self.assembler.assemble(user_id, query, item_ids, features, hour)
         with torch.no_grad():
-            outputs = self.module(
-                **{name: torch.from_numpy(inputs[name]) for name in self.input_names}
-            )
+            # torch.tensor copies: some vectors are read-only views of the records Redis returned
+            outputs = self.module(**{name: torch.tensor(inputs[name]) for name in self.input_names})
         scores: npt.NDArray[np.float32] = outputs[0].numpy()
         return scores

@@ -8,9 +8,15 @@ PRECTR's served form folds in the pair approximator: for a candidate whose (quer
 index does not hold (``pair_known`` False) the approximator's vector stands in for the pair
 vector, inside the graph, so the service never runs a second model.
 
+The text vectors come in as the index stores them, float16, and the graph widens them (its first
+Cast nodes): the widening is exact, so the function is the one of fp32 inputs, and ONNX Runtime's
+Cast converts with the CPU's vector instructions (~20 us for 200 x 384 values here) where numpy's
+astype in the service took ~100-200 us per matrix. Graphs exported before this took float32
+vectors; the runner still widens for them (`service.inference`).
+
 The fp16 variant (for GPUs) runs the embeddings and every network in half precision and keeps the
-fusion (softmax, sigmoids, Eq. 1, the odds-scaled incentive) in fp32; its inputs and outputs stay
-fp32, so the service feeds both variants the same arrays.
+fusion (softmax, sigmoids, Eq. 1, the odds-scaled incentive) in fp32; its inputs and outputs are
+those of the fp32 variant, so the service feeds both variants the same arrays.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from service.contract import HISTORY_LENGTH, RELEVANCE_LEVELS, FeatureSpec
+from service.index.snapshot import VECTOR_DTYPE as INDEX_VECTOR_DTYPE
 from service.package import CANDIDATE_AXIS, Family, TensorSpec
 from training.models.baselines import example_batch
 from training.models.elec import VanillaNetwork
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 OPSET = 18
 #: Candidates in the example the exporter traces: not 0 or 1 (specialized) nor any static width.
 _TRACE_CANDIDATES = 7
+#: The text vectors' input dtype: the index's own, so the service feeds them without a cast.
+VECTOR_DTYPE = np.dtype(INDEX_VECTOR_DTYPE).name
 
 
 def _text_dim(spec: FeatureSpec) -> int:
@@ -59,12 +68,12 @@ def input_specs(family: Family, spec: FeatureSpec) -> tuple[TensorSpec, ...]:
     d, length = _text_dim(spec), HISTORY_LENGTH
     return (
         *tabular,
-        TensorSpec(name="item_vec", dtype="float32", shape=(n, d)),
-        TensorSpec(name="pair_vec", dtype="float32", shape=(n, d)),
+        TensorSpec(name="item_vec", dtype=VECTOR_DTYPE, shape=(n, d)),
+        TensorSpec(name="pair_vec", dtype=VECTOR_DTYPE, shape=(n, d)),
         TensorSpec(name="pair_known", dtype="bool", shape=(n,)),
-        TensorSpec(name="query_vec", dtype="float32", shape=(1, d)),
-        TensorSpec(name="history_query_vec", dtype="float32", shape=(1, length, d)),
-        TensorSpec(name="history_pair_vec", dtype="float32", shape=(1, length, d)),
+        TensorSpec(name="query_vec", dtype=VECTOR_DTYPE, shape=(1, d)),
+        TensorSpec(name="history_query_vec", dtype=VECTOR_DTYPE, shape=(1, length, d)),
+        TensorSpec(name="history_pair_vec", dtype=VECTOR_DTYPE, shape=(1, length, d)),
         TensorSpec(name="history_mask", dtype="bool", shape=(1, length)),
     )
 
@@ -86,9 +95,9 @@ class ServedPrectr(nn.Module):
     """PRECTR for one request: N candidates, request-level inputs once, approximator folded in.
 
     Shapes:
-        categorical (N, F) int64, dense (N, Dd), item_vec (N, D), pair_vec (N, D),
+        categorical (N, F) int64, dense (N, Dd) fp32, item_vec (N, D), pair_vec (N, D),
         pair_known (N,) bool, query_vec (1, D), history_query_vec (1, L, D),
-        history_pair_vec (1, L, D), history_mask (1, L) bool
+        history_pair_vec (1, L, D), history_mask (1, L) bool; vectors fp16
         -> score (N,), p_rsl (N, 4), p_click_given_rsl (N, 4), tau (N,); all fp32.
     """
 

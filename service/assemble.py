@@ -35,7 +35,7 @@ from service.contract import (
     tokenize,
 )
 from service.schemas import SuppliedFeatures
-from service.store import RequestFeatures
+from service.store import VECTOR_DTYPE, RequestFeatures
 
 Arrays = dict[str, npt.NDArray[Any]]
 #: Item values a request may supply per candidate (used where the index has no value).
@@ -172,9 +172,10 @@ class Assembler:
         lexical = relevance_features_of_terms(query, q.category, terms, titles, category)
         dense[:, self._relevance_columns] = lexical
 
+        # Vectors stay float16, as the index stores them: the graph widens them (export.onnx).
         dim = len(q.vec)
-        history_query = np.zeros((1, HISTORY_LENGTH, dim), dtype=np.float32)
-        history_pair = np.zeros((1, HISTORY_LENGTH, dim), dtype=np.float32)
+        history_query = np.zeros((1, HISTORY_LENGTH, dim), dtype=VECTOR_DTYPE)
+        history_pair = np.zeros((1, HISTORY_LENGTH, dim), dtype=VECTOR_DTYPE)
         length = min(len(u.history_query_vec), HISTORY_LENGTH)
         history_query[0, :length] = u.history_query_vec[-length:] if length else 0.0
         history_pair[0, :length] = u.history_pair_vec[-length:] if length else 0.0

@@ -13,6 +13,9 @@ parity check and the reload check, so what parity measured is what serves.
 - IOBinding: on CUDA the inputs of each bucket live in preallocated device buffers updated in
   place, and outputs are bound to host memory, so a request costs one copy each way.
 - Threads: intra- and inter-op thread counts are explicit, never "all cores per worker".
+- Dtypes: an input must come in the graph's dtype, except a float that converts exactly
+  (float16 vectors into a graph exported when the graphs still took float32 ones: widened here,
+  so packages of either export serve the same arrays).
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ def _warn_cpu_fallback_once() -> None:
     log.warning("CUDA is in this onnxruntime build but did not start here; running on CPU")
 
 
+def _widens(given: np.dtype[Any], taken: np.dtype[Any]) -> bool:
+    """Whether a float input of dtype ``given`` converts exactly to a graph's ``taken`` float
+    (float16 vectors into a graph exported before the graphs took them as float16)."""
+    return given.kind == taken.kind == "f" and np.can_cast(given, taken, "safe")
+
+
 class OnnxRunner:
     """One ONNX graph ready to score candidates.
 
@@ -185,7 +194,7 @@ class OnnxRunner:
         counts: set[int] = set()
         for spec in self.inputs:
             array = inputs[spec.name]
-            if array.dtype != spec.dtype:
+            if array.dtype != spec.dtype and not _widens(array.dtype, spec.dtype):
                 raise InferenceError(
                     f"{spec.name}: dtype {array.dtype}, the graph takes {spec.dtype}"
                 )
@@ -221,7 +230,7 @@ class OnnxRunner:
                 padded = np.zeros((bucket, *array.shape[1:]), dtype=spec.dtype)
                 padded[:n] = array[start:stop]
                 array = padded
-            feed[spec.name] = np.ascontiguousarray(array)
+            feed[spec.name] = np.ascontiguousarray(array, dtype=spec.dtype)
         if self._use_binding:
             outputs = self._run_bound(bucket, feed)
         else:

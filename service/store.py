@@ -49,8 +49,9 @@ from service.index.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotMeta
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float32]
-Vectors = npt.NDArray[np.floating[Any]]
+#: Text vectors as the index stores them: the graph takes them so and widens them itself.
+HalfArray = npt.NDArray[np.float16]
+VECTOR_DTYPE = np.float16
 IntArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 MissKind = Literal["query", "user", "item", "pair"]
@@ -74,7 +75,7 @@ class IndexUnavailable(RuntimeError):
 class QueryFeatures:
     match: QueryMatch
     category: int  # -1 unknown
-    vec: FloatArray  # (D,), zeros when the query is empty or unresolved
+    vec: HalfArray  # (D,), zeros when the query is empty or unresolved
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,8 @@ class UserFeatures:
     age: int  # -1 unknown, as city_tier and gender
     gender: int
     city_tier: int
-    # As the index stores them (float16): assembly converts them once, into the graph's input.
-    history_query_vec: Vectors  # (n, D), n <= history length, oldest first
-    history_pair_vec: Vectors  # (n, D)
+    history_query_vec: HalfArray  # (n, D), n <= history length, oldest first
+    history_pair_vec: HalfArray  # (n, D)
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ class CandidateFeatures:
     category: IntArray  # (N,), -1 unknown, as brand and price_bucket
     brand: IntArray
     price_bucket: IntArray
-    item_vec: FloatArray  # (N, D), zeros for unknown items
+    item_vec: HalfArray  # (N, D), zeros for unknown items
     titles: TextColumn  # '' for unknown items (decoded only where read)
     texts: TextColumn
     pair_known: BoolArray  # (N,) True where the index holds the (query, item) pair vector
-    pair_vec: FloatArray  # (N, D), zeros where unknown
+    pair_vec: HalfArray  # (N, D), zeros where unknown
     terms: ItemTerms  # term hashes of titles and texts (none for unknown items)
 
     @classmethod
@@ -112,11 +112,11 @@ class CandidateFeatures:
             category=np.full(n, -1, dtype=np.int32),
             brand=np.full(n, -1, dtype=np.int32),
             price_bucket=np.full(n, -1, dtype=np.int32),
-            item_vec=np.zeros((n, dim), dtype=np.float32),
+            item_vec=np.zeros((n, dim), dtype=VECTOR_DTYPE),
             titles=TextColumn.empty(n),
             texts=TextColumn.empty(n),
             pair_known=np.zeros(n, dtype=bool),
-            pair_vec=np.zeros((n, dim), dtype=np.float32),
+            pair_vec=np.zeros((n, dim), dtype=VECTOR_DTYPE),
             terms=ItemTerms.none(n),
         )
 
@@ -131,11 +131,11 @@ class CandidateFeatures:
             category=items.category,
             brand=items.brand,
             price_bucket=items.price_bucket,
-            item_vec=items.vec.astype(np.float32),
+            item_vec=items.vec,
             titles=items.titles,
             texts=items.texts,
             pair_known=np.zeros(k, dtype=bool),
-            pair_vec=np.zeros((k, dim), dtype=np.float32),
+            pair_vec=np.zeros((k, dim), dtype=VECTOR_DTYPE),
             terms=items.terms,
         )
 
@@ -183,7 +183,7 @@ def unavailable_features(query: str, n: int, dim: int) -> RequestFeatures:
     text = normalize_text(query)
     match = QueryMatch(text, "none" if text else "empty", -1, "", 0.0)
     user, candidates = unknown_user(dim), CandidateFeatures.unknown(n, dim)
-    query_features = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
+    query_features = QueryFeatures(match, -1, np.zeros(dim, dtype=VECTOR_DTYPE))
     return RequestFeatures("", query_features, user, candidates, _misses(match, user, candidates))
 
 
@@ -196,7 +196,7 @@ def user_features(raw: bytes | None, dim: int) -> UserFeatures:
 
 
 def unknown_user(dim: int) -> UserFeatures:
-    empty = np.zeros((0, dim), dtype=np.float32)
+    empty = np.zeros((0, dim), dtype=VECTOR_DTYPE)
     return UserFeatures(False, -1, -1, -1, empty, empty)
 
 
@@ -274,11 +274,9 @@ class EmbeddedStore:
         s = self.snapshot
         match = self.matcher.match(query)
         if match.row >= 0:
-            q = QueryFeatures(
-                match, int(s.query_category[match.row]), s.query_vec[match.row].astype(np.float32)
-            )
+            q = QueryFeatures(match, int(s.query_category[match.row]), s.query_vec[match.row])
         else:
-            q = QueryFeatures(match, -1, np.zeros(self.dim, dtype=np.float32))
+            q = QueryFeatures(match, -1, np.zeros(self.dim, dtype=VECTOR_DTYPE))
 
         user_row = int(s.rows("user", [user_id])[0])
         user = unknown_user(self.dim)
@@ -588,9 +586,9 @@ class RedisStore:
 
         if match.row >= 0 and rest[0] is not None:
             record = decode_query(rest[0], dim)
-            q = QueryFeatures(match, record.category, record.vec.astype(np.float32))
+            q = QueryFeatures(match, record.category, record.vec)
         else:
-            q = QueryFeatures(match, -1, np.zeros(dim, dtype=np.float32))
+            q = QueryFeatures(match, -1, np.zeros(dim, dtype=VECTOR_DTYPE))
 
         user = user_features(user_raw, dim)
 
@@ -601,7 +599,7 @@ class RedisStore:
             if found:
                 paired = _present(pair_values)
                 c.pair_known[paired] = True
-                c.pair_vec[paired] = decode_pairs(found, dim)  # float16 -> float32 by assignment
+                c.pair_vec[paired] = decode_pairs(found, dim)
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 

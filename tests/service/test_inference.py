@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto
 
 from export.onnx import random_inputs
 from service.inference import InferenceError, OnnxRunner, RunnerSettings, runner_for
@@ -57,6 +60,8 @@ def test_io_binding_gives_the_same_outputs(prectr: ModelPackage, tiny_runs: Any)
         (lambda x: x.pop("dense"), "missing"),
         (lambda x: x.update(extra=np.zeros(3)), "extra"),
         (lambda x: x.update(dense=x["dense"].astype(np.float64)), "dtype"),
+        # float32 vectors into a graph that takes float16 ones would be narrowed: refused
+        (lambda x: x.update(item_vec=x["item_vec"].astype(np.float32)), "dtype"),
         (lambda x: x.update(dense=x["dense"][:2]), "disagree"),
         (lambda x: x.update(query_vec=np.repeat(x["query_vec"], 2, axis=0)), "leading size 1"),
         (lambda x: x.update(item_vec=x["item_vec"][:, :3]), "does not fit"),
@@ -70,6 +75,33 @@ def test_inputs_that_do_not_fit_the_graph_are_refused(
     change(inputs)
     with pytest.raises(InferenceError, match=message):
         runner.run(inputs)
+
+
+def test_a_graph_that_takes_float32_vectors_is_fed_the_same_vectors_widened(
+    prectr: ModelPackage, tiny_runs: Any, tmp_path: Path
+) -> None:
+    """Packages exported before the graphs took float16 vectors keep serving: the runner
+    widens the service's float16 vectors (exactly) into their float32 inputs."""
+    graph = onnx.load(str(prectr.graph_path("fp32")))
+    vectors = [i for i in graph.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT16]
+    assert {i.name for i in vectors} >= {"item_vec", "pair_vec", "query_vec"}
+    for tensor in vectors:  # the graph's own Cast to float32 becomes float32 -> float32
+        tensor.type.tensor_type.elem_type = TensorProto.FLOAT
+    old_path = tmp_path / "float32_inputs.onnx"
+    onnx.save(graph, str(old_path))
+    current = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
+    old = OnnxRunner(old_path, RunnerSettings(device="cpu"))
+    assert {i.dtype for i in old.inputs if i.name in {v.name for v in vectors}} == {
+        np.dtype(np.float32)
+    }
+    for n in (5, 300):  # one bucket, and chunks
+        inputs = random_inputs("prectr", _spec(tiny_runs), n, seed=n)
+        want = current.run(inputs)
+        widened = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+        for fed in (inputs, widened):
+            got = old.run(fed)
+            for name, values in want.items():
+                np.testing.assert_array_equal(got[name], values, err_msg=name)
 
 
 def test_warm_runs_every_bucket_and_providers_are_the_sessions(prectr: ModelPackage) -> None:

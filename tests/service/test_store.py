@@ -94,7 +94,7 @@ async def test_known_entities_come_back_exactly_as_the_snapshot_holds_them(
     assert features.misses == {"query": 0, "user": 0, "item": 0, "pair": 0}
     assert features.query.match.kind == "exact"
     query_row = features.query.match.row
-    np.testing.assert_array_equal(features.query.vec, s.query_vec[query_row].astype(np.float32))
+    np.testing.assert_array_equal(features.query.vec, s.query_vec[query_row])
     assert features.query.category == int(s.query_category[query_row])
 
     history_query, history_pair = s.user_history(user_row)
@@ -104,11 +104,14 @@ async def test_known_entities_come_back_exactly_as_the_snapshot_holds_them(
 
     c = features.candidates
     assert c.item_known.all() and c.pair_known.all()
-    np.testing.assert_array_equal(c.item_vec, s.item_vec[item_rows].astype(np.float32))
+    np.testing.assert_array_equal(c.item_vec, s.item_vec[item_rows])
     np.testing.assert_array_equal(c.category, s.item_category[item_rows])
     assert list(c.titles) == [s.item_title[r] for r in item_rows]
     pair_rows = s.pair_rows(query_row, np.asarray(item_rows))
-    np.testing.assert_array_equal(c.pair_vec, s.pair_vec[pair_rows].astype(np.float32))
+    np.testing.assert_array_equal(c.pair_vec, s.pair_vec[pair_rows])
+    # as the index holds them: the graph widens them, the request path never does
+    vectors = (features.query.vec, features.user.history_query_vec, c.item_vec, c.pair_vec)
+    assert {v.dtype for v in vectors} == {np.dtype(np.float16)}
 
 
 async def test_unknown_items_and_pairs_are_defaults_with_flags_never_errors(
