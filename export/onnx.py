@@ -9,10 +9,10 @@ index does not hold (``pair_known`` False) the approximator's vector stands in f
 vector, inside the graph, so the service never runs a second model.
 
 The text vectors come in as the index stores them, float16, and the graph widens them (its first
-Cast nodes): the widening is exact, so the function is the one of fp32 inputs, and ONNX Runtime's
-Cast converts with the CPU's vector instructions (~20 us for 200 x 384 values here) where numpy's
-astype in the service took ~100-200 us per matrix. Graphs exported before this took float32
-vectors; the runner still widens for them (`service.inference`).
+Cast nodes): the widening is exact, so the function is the one of fp32 inputs, and it costs the
+graph less than numpy's astype costs the service (docs/ARCHITECTURE.md, Decisions). Graphs
+exported before this took float32 vectors; the runner still widens for them
+(`service.inference`).
 
 The fp16 variant (for GPUs) runs the embeddings and every network in half precision and keeps the
 fusion (softmax, sigmoids, Eq. 1, the odds-scaled incentive) in fp32; its inputs and outputs are
