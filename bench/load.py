@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +14,7 @@ import httpx
 import numpy as np
 import orjson
 
+from bench.cpu import CpuSample, cpu_use
 from bench.measure import stats
 from bench.requests import Body
 
@@ -110,14 +113,23 @@ class HttpClient:
 
 
 def open_loop(
-    base: str, bodies: list[Body], rate: float, seconds: float, seed: int
+    base: str,
+    bodies: list[Body],
+    rate: float,
+    seconds: float,
+    seed: int,
+    watched: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Poisson arrivals at ``rate`` per second for ``seconds``; latency from the scheduled time.
 
     Beside the client's latency, where it went: ``client_lag`` (how late this client got to
     write the request: its own loop and connection pool; the load generator shares the
     machine), and for answered rankings the server's ``queue`` (arrival to handler) and
-    ``in_server`` (arrival to answer) from their timings."""
+    ``in_server`` (arrival to answer) from their timings. ``cpu``: CPU ms per request of each
+    ``watched`` process group (pids by name) and of this load generator, and the machine's
+    busy share, from the first send to the last answer."""
+    groups = {**(watched or {}), "load generator": [os.getpid()]}
+    spans: list[CpuSample] = []
     rng = np.random.default_rng(seed)
     n = max(int(rate * seconds), 1)
     starts = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -136,6 +148,7 @@ def open_loop(
         await asyncio.gather(*(client.send(prepared[k % len(prepared)]) for k in range(16)))
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.2
+        spans.append(CpuSample.take(groups))
 
         async def one(i: int) -> None:
             scheduled = t0 + float(starts[i])
@@ -154,6 +167,7 @@ def open_loop(
                 in_server.append((stages.get("queue", 0.0) + stages["total"]) / 1000)
 
         await asyncio.gather(*(one(i) for i in range(n)))
+        spans.append(CpuSample.take(groups))
         client.close()
 
     asyncio.run(run())
@@ -169,6 +183,7 @@ def open_loop(
         "client_lag": stats(lags or nan),
         "queue": stats(queued or nan),
         "in_server": stats(in_server or nan),
+        "cpu": cpu_use(spans[0], spans[1], n),
     }
 
 

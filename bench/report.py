@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,20 @@ def write_report(result: BenchResult, out: Path) -> None:
 
 def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _cpu_cells(point: Mapping[str, Any]) -> list[str]:
+    """An open-loop point's CPU per request (service / Redis / client) and machine busy share
+    ("-" for reports written before the bench measured them)."""
+    cpu = point.get("cpu")
+    if cpu is None:
+        return ["-", "-"]
+    spent = cpu["ms_per_request"]
+    names = ("service", "Redis", "load generator")
+    return [
+        " / ".join(f"{spent[n]:.2f}" if n in spent else "-" for n in names),
+        f"{cpu['machine_busy']:.0%}",
+    ]
 
 
 def _ms2(value: float) -> str:
@@ -128,7 +142,10 @@ def render_markdown(result: BenchResult) -> str:
             "",
             "Where the time went (p99): this client's own lag in sending (the load generator "
             "shares the cores: where it is a large part of the p99, the client, not only the "
-            "service, is what saturates), and at the server arrival to answer (in server).",
+            "service, is what saturates), and at the server arrival to answer (in server). "
+            "Where the cores went: CPU milliseconds per request of the service's worker, Redis "
+            "and this load generator, and the share of the machine's cores busy over the point "
+            "(anything else running counts there too).",
             "",
             _row(
                 [
@@ -141,9 +158,11 @@ def render_markdown(result: BenchResult) -> str:
                     "p99 ms",
                     "client lag p99",
                     "in server p99",
+                    "CPU ms a request: service / Redis / client",
+                    "machine busy",
                 ]
             ),
-            _row(["---", *["---:"] * 8]),
+            _row(["---", *["---:"] * 10]),
         ]
         for mode, run in t["modes"].items():
             lines += [
@@ -158,6 +177,7 @@ def render_markdown(result: BenchResult) -> str:
                         f"{p['p99']:.1f}",
                         f"{p['client_lag']['p99']:.1f}",
                         f"{p['in_server']['p99']:.1f}",
+                        *_cpu_cells(p),
                     ]
                 )
                 for p in run["curve"]

@@ -16,6 +16,7 @@ import numpy as np
 import redis
 
 from bench.config import BenchConfig, BenchResult, jsonable, latency_repeats
+from bench.cpu import describe_cpu, local_redis_pid
 from bench.load import fetch_counters, open_loop
 from bench.measure import (
     Part,
@@ -64,7 +65,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         pools = {n: request_pool(snapshot, n, 24, config.seed) for n in config.counts}
         # One worker: on 2 cores the other core belongs to Redis and this client, and a second
         # worker only adds contention (measured: p99 67 ms at 20 req/s with 2, 31 ms with 1).
-        run = _Run(config, result, snapshot, keys, loaded.version, client, progress, pools)
+        redis_pid = local_redis_pid(config.redis_url)
+        run = _Run(
+            config, result, snapshot, keys, loaded.version, client, progress, pools, redis_pid
+        )
         mix = throughput_mix(run)
         # Latency against the floors without the item cache: the service then reads the keys
         # the MGET floor reads, so the ratio measures overhead on the same work.
@@ -108,6 +112,15 @@ class _Run:
     client: redis.Redis
     progress: Callable[[str], None]
     pools: dict[int, list[Body]]
+    redis_pid: int | None  # None: Redis runs on another host, its CPU is not this machine's
+
+
+def _watched(run: _Run, service: ServiceProcess) -> dict[str, list[int]]:
+    """The processes whose CPU an open-loop point accounts: the service's workers, Redis."""
+    watched = {"service": service.worker_pids()}
+    if run.redis_pid is not None:
+        watched["Redis"] = [run.redis_pid]
+    return watched
 
 
 def _latency(run: _Run, service: ServiceProcess) -> None:
@@ -374,11 +387,13 @@ def _throughput_curve(
         warm = fetch_counters(http)
     curve = []
     for rate in config.rates:
-        point = open_loop(service.base, bodies, rate, config.rate_seconds, config.seed)
+        point = open_loop(
+            service.base, bodies, rate, config.rate_seconds, config.seed, _watched(run, service)
+        )
         curve.append(point)
         progress(
             f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "
-            f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}"
+            f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}; {describe_cpu(point['cpu'])}"
         )
         missed = not _within(point, config.objective_ms)
         if missed and len(curve) > 1 and not _within(curve[-2], config.objective_ms):
@@ -543,7 +558,9 @@ def _overload(run: _Run, service: ServiceProcess, bodies: list[Body], top: float
             http.post("/rank", json=body)
     points = []
     for rate in (top, 2 * top):
-        point = open_loop(service.base, bodies, rate, config.rate_seconds, config.seed)
+        point = open_loop(
+            service.base, bodies, rate, config.rate_seconds, config.seed, _watched(run, service)
+        )
         points.append(point)
         progress(
             f"past saturation {rate:>5} req/s: answered p99 {point['p99']:.1f} ms (client lag "

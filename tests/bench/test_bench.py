@@ -74,6 +74,11 @@ def test_bench_writes_its_report_and_cleans_up(
     assert [len(run["curve"]) for run in modes.values()] == [2, 2]
     assert all(run["max_rate_within_objective"] is None for run in modes.values())
     assert report["throughput"]["onnx_alone"]["rate"] > 0
+    points = [p for run in modes.values() for p in run["curve"]]
+    for point in points:  # where the cores went, per point
+        assert set(point["cpu"]["ms_per_request"]) == {"service", "Redis", "load generator"}
+        assert 0 <= point["cpu"]["machine_busy"] <= 1
+    assert sum(p["cpu"]["ms_per_request"]["service"] for p in points) > 0
     stores = report["stores"]
     assert [row["candidates"] for row in stores["latency"]] == [20]
     row = stores["latency"][0]
