@@ -22,13 +22,8 @@ from service.assemble import Assembler
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
 from service.index.records import decode_pairs, decode_query
-from service.store import (
-    VECTOR_DTYPE,
-    QueryFeatures,
-    RequestFeatures,
-    candidate_features,
-    user_features,
-)
+from service.index.snapshot import VECTOR_DTYPE
+from service.store import QueryFeatures, RequestFeatures, candidate_features, user_features
 
 
 class NaiveRanker:

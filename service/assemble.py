@@ -34,8 +34,9 @@ from service.contract import (
     relevance_features_of_terms,
     tokenize,
 )
+from service.index.snapshot import VECTOR_DTYPE
 from service.schemas import SuppliedFeatures
-from service.store import VECTOR_DTYPE, RequestFeatures
+from service.store import RequestFeatures
 
 Arrays = dict[str, npt.NDArray[Any]]
 #: Item values a request may supply per candidate (used where the index has no value).

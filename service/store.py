@@ -45,13 +45,13 @@ from service.index.records import (
     decode_query,
     decode_user,
 )
-from service.index.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotMeta
+from service.index.snapshot import SNAPSHOT_FORMAT, VECTOR_DTYPE, Snapshot, SnapshotMeta
 
 log = logging.getLogger(__name__)
 
-#: Text vectors as the index stores them: the graph takes them so and widens them itself.
+#: Text vectors as the index stores them (VECTOR_DTYPE): the graph takes them so and widens
+#: them itself.
 HalfArray = npt.NDArray[np.float16]
-VECTOR_DTYPE = np.float16
 IntArray = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 MissKind = Literal["query", "user", "item", "pair"]
