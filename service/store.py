@@ -142,7 +142,7 @@ class CandidateFeatures:
     def scatter(self, n: int, rows: npt.NDArray[np.int64]) -> CandidateFeatures:
         """These candidates at ``rows`` (increasing) of N whose other rows are unknown items."""
         out = CandidateFeatures.unknown(n, self.item_vec.shape[1])
-        for name in _COLUMNS:
+        for name in ARRAY_COLUMNS:
             getattr(out, name)[rows] = getattr(self, name)
         return replace(
             out,
@@ -152,7 +152,8 @@ class CandidateFeatures:
         )
 
 
-_COLUMNS = (
+#: The candidates' per-item arrays (titles, texts and terms are the columns that are not).
+ARRAY_COLUMNS = (
     "item_known",
     "id_hash",
     "brand_hash",

@@ -16,6 +16,7 @@ from service.index.keys import KeySchema
 from service.index.loader import LoadResult, delete_version, load_snapshot
 from service.index.snapshot import Snapshot
 from service.store import (
+    ARRAY_COLUMNS,
     EmbeddedStore,
     FeatureStore,
     IndexUnavailable,
@@ -205,17 +206,7 @@ async def test_both_stores_answer_a_mixed_request_identically(
         a, b = await embedded.fetch(user, query, ids), await remote.fetch(user, query, ids)
         cached += b.cached_items
         assert a.misses == b.misses and a.query.match == b.query.match
-        for name in (
-            "item_known",
-            "id_hash",
-            "brand_hash",
-            "category",
-            "brand",
-            "price_bucket",
-        ):
-            x: Any = getattr(a.candidates, name)
-            np.testing.assert_array_equal(x, getattr(b.candidates, name))
-        for name in ("item_vec", "pair_known", "pair_vec"):
+        for name in ARRAY_COLUMNS:
             np.testing.assert_array_equal(getattr(a.candidates, name), getattr(b.candidates, name))
         np.testing.assert_array_equal(a.user.history_pair_vec, b.user.history_pair_vec)
         assert a.candidates.texts == b.candidates.texts
