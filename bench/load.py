@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.cpu import CpuSample, cpu_use
+from bench.cpu import CpuSample, cpu_use, describe_cpu
 from bench.measure import stats
 from bench.requests import Body
 
@@ -185,6 +185,53 @@ def open_loop(
         "in_server": stats(in_server or nan),
         "cpu": cpu_use(spans[0], spans[1], n),
     }
+
+
+def rising_curve(
+    base: str,
+    bodies: list[Body],
+    rates: Sequence[float],
+    seconds: float,
+    objective_ms: float,
+    seed: int,
+    watched: Mapping[str, Sequence[int]] | None,
+    progress: Callable[[str], None],
+    mode: str,
+) -> list[dict[str, Any]]:
+    """`open_loop` points at ``rates`` (rising) until two in a row miss the objective: higher
+    rates would only queue or shed."""
+    curve: list[dict[str, Any]] = []
+    for rate in rates:
+        point = open_loop(base, bodies, rate, seconds, seed, watched)
+        curve.append(point)
+        progress(
+            f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "
+            f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}; {describe_cpu(point['cpu'])}"
+        )
+        if (
+            not within(point, objective_ms)
+            and len(curve) > 1
+            and not within(curve[-2], objective_ms)
+        ):
+            break
+    return curve
+
+
+def within(point: Mapping[str, Any], objective_ms: float) -> bool:
+    """Whether an open-loop point met the objective: p99 within it, nothing shed or failed."""
+    return bool(point["p99"] <= objective_ms and not point["errors"] and not point["shed_share"])
+
+
+def held_through(curve: Sequence[Mapping[str, Any]], objective_ms: float) -> float | None:
+    """The highest rate up to which every point of a rising curve met the objective (None: not
+    even the first). Near saturation single 10 s points are not monotone (a miss at 250 req/s
+    and a pass at 300 were seen), and the highest passing point alone flattered the curve."""
+    held = None
+    for point in curve:
+        if not within(point, objective_ms):
+            break
+        held = float(point["rate"])
+    return held
 
 
 def fetch_counters(http: httpx.Client) -> dict[str, float]:

@@ -17,21 +17,50 @@ def write_report(result: BenchResult, out: Path) -> None:
     _plot(result, out / "bench.png")
 
 
-def _row(cells: Sequence[object]) -> str:
+def row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _cpu_cells(point: Mapping[str, Any]) -> list[str]:
-    """An open-loop point's CPU per request (service / Redis / client) and machine busy share
+def cpu_cells(
+    point: Mapping[str, Any], names: Sequence[str] = ("service", "Redis", "load generator")
+) -> list[str]:
+    """An open-loop point's CPU per request of ``names`` (joined by /) and machine busy share
     ("-" for reports written before the bench measured them)."""
     cpu = point.get("cpu")
     if cpu is None:
         return ["-", "-"]
     spent = cpu["ms_per_request"]
-    names = ("service", "Redis", "load generator")
     return [
         " / ".join(f"{spent[n]:.2f}" if n in spent else "-" for n in names),
         f"{cpu['machine_busy']:.0%}",
+    ]
+
+
+#: The columns of `point_cells`.
+POINT_HEADERS = (
+    "rate (req/s)",
+    "sent",
+    "errors",
+    "shed",
+    "p50 ms",
+    "p99 ms",
+    "client lag p99",
+    "in server p99",
+)
+
+
+def point_cells(point: Mapping[str, Any]) -> list[object]:
+    """An open-loop point's rate, requests sent, errors, share shed, p50 and p99, the load
+    generator's send lag and the in-server time (p99s, ms)."""
+    return [
+        f"{point['rate']:g}",
+        point["sent"],
+        point["errors"],
+        f"{point['shed_share']:.1%}",
+        f"{point['p50']:.1f}",
+        f"{point['p99']:.1f}",
+        f"{point['client_lag']['p99']:.1f}",
+        f"{point['in_server']['p99']:.1f}",
     ]
 
 
@@ -59,7 +88,7 @@ def render_markdown(result: BenchResult) -> str:
         "echo); strict ratio = server p50 / (ONNX + MGET + raw echo); stage ratio = server p50 "
         "/ (ONNX + fetch + echo).",
         "",
-        _row(
+        row(
             [
                 "model",
                 "candidates",
@@ -78,12 +107,12 @@ def render_markdown(result: BenchResult) -> str:
                 "p99 / p50",
             ]
         ),
-        _row(["---", *["---:"] * 14]),
+        row(["---", *["---:"] * 14]),
     ]
     for r in result.latency:
         f = r["floors"]
         lines.append(
-            _row(
+            row(
                 [
                     r["model"],
                     r["candidates"],
@@ -114,11 +143,11 @@ def render_markdown(result: BenchResult) -> str:
             "",
             "The torch model in the request path, one Redis GET per key, no buckets, no warm-up.",
             "",
-            _row(["candidates", "naive p50", "naive p99", "service server p50", "service faster"]),
-            _row(["---:"] * 5),
+            row(["candidates", "naive p50", "naive p99", "service server p50", "service faster"]),
+            row(["---:"] * 5),
         ]
         lines += [
-            _row(
+            row(
                 [
                     r["candidates"],
                     f"{r['naive']['p50']:.1f}",
@@ -147,41 +176,18 @@ def render_markdown(result: BenchResult) -> str:
             "and this load generator, and the share of the machine's cores busy over the point "
             "(anything else running counts there too).",
             "",
-            _row(
+            row(
                 [
                     "mode",
-                    "rate (req/s)",
-                    "sent",
-                    "errors",
-                    "shed",
-                    "p50 ms",
-                    "p99 ms",
-                    "client lag p99",
-                    "in server p99",
+                    *POINT_HEADERS,
                     "CPU ms a request: service / Redis / client",
                     "machine busy",
                 ]
             ),
-            _row(["---", *["---:"] * 10]),
+            row(["---", *["---:"] * 10]),
         ]
         for mode, run in t["modes"].items():
-            lines += [
-                _row(
-                    [
-                        mode,
-                        f"{p['rate']:g}",
-                        p["sent"],
-                        p["errors"],
-                        f"{p['shed_share']:.1%}",
-                        f"{p['p50']:.1f}",
-                        f"{p['p99']:.1f}",
-                        f"{p['client_lag']['p99']:.1f}",
-                        f"{p['in_server']['p99']:.1f}",
-                        *_cpu_cells(p),
-                    ]
-                )
-                for p in run["curve"]
-            ]
+            lines += [row([mode, *point_cells(p), *cpu_cells(p)]) for p in run["curve"]]
         alone = t["onnx_alone"]
         lines += [
             "",
@@ -210,14 +216,14 @@ def render_markdown(result: BenchResult) -> str:
                 "each pinned to its own core; Redis and this client share the same cores): "
                 "p99 ms by offered rate, `-` where the curve had stopped.",
                 "",
-                _row(["workers", *(f"{r:g}" for r in rates), "held to"]),
-                _row(["---", *["---:"] * (len(rates) + 1)]),
+                row(["workers", *(f"{r:g}" for r in rates), "held to"]),
+                row(["---", *["---:"] * (len(rates) + 1)]),
             ]
             for label, study in workers.items():
                 p99 = {p["rate"]: p["p99"] for p in study["curve"]}
                 cells = [f"{p99[r]:.1f}" if r in p99 else "-" for r in rates]
                 best = study["max_rate_within_objective"]
-                lines.append(_row([label, *cells, f"{best} req/s" if best else "none"]))
+                lines.append(row([label, *cells, f"{best} req/s" if best else "none"]))
             lines.append("")
         past = t.get("past_saturation")
         if past:
@@ -228,7 +234,7 @@ def render_markdown(result: BenchResult) -> str:
                 "own lag in sending (the load generator shares the cores), and at the server the "
                 "wait from arrival to handler (queue) and arrival to answer (in server).",
                 "",
-                _row(
+                row(
                     [
                         "rate (req/s)",
                         "sent",
@@ -240,10 +246,10 @@ def render_markdown(result: BenchResult) -> str:
                         "shed",
                     ]
                 ),
-                _row(["---:"] * 8),
+                row(["---:"] * 8),
             ]
             lines += [
-                _row(
+                row(
                     [
                         f"{p['rate']:g}",
                         p["sent"],
@@ -263,11 +269,11 @@ def render_markdown(result: BenchResult) -> str:
         lines += [
             "## ELEC Table 5 analog (ms per request, p50)",
             "",
-            _row(["candidates", "gain network, MiniLM online", "vanilla network as served"]),
-            _row(["---:"] * 3),
+            row(["candidates", "gain network, MiniLM online", "vanilla network as served"]),
+            row(["---:"] * 3),
         ]
         lines += [
-            _row([n, f"{rows['gain_with_lm_online'][n]:.1f}", f"{rows['vanilla_served'][n]:.3f}"])
+            row([n, f"{rows['gain_with_lm_online'][n]:.1f}", f"{rows['vanilla_served'][n]:.3f}"])
             for n in rows["gain_with_lm_online"]
         ]
         lines.append("")
@@ -307,7 +313,7 @@ def _stores_section(stores: dict[str, Any]) -> list[str]:
         "snapshot memory-mapped in the worker, no Redis), both running, measured round by round "
         "on the same requests at concurrency 1 (ms).",
         "",
-        _row(
+        row(
             [
                 "candidates",
                 "Redis server p50",
@@ -319,12 +325,12 @@ def _stores_section(stores: dict[str, Any]) -> list[str]:
                 "embedded / Redis p50",
             ]
         ),
-        _row(["---:"] * 8),
+        row(["---:"] * 8),
     ]
     for r in stores["latency"]:
         redis, embedded = r["redis_server"], r["embedded_server"]
         lines.append(
-            _row(
+            row(
                 [
                     r["candidates"],
                     _ms2(redis["p50"]),

@@ -64,3 +64,15 @@ def fetch_keys(body: Body, keys: KeySchema, version: str, matcher: QueryMatcher)
         wanted.append(keys.query(version, match.matched_text))
         wanted += [keys.pair(version, match.matched_text, i) for i in items]
     return wanted
+
+
+def open_loop_mix(snapshot: Snapshot, seed: int, model: str | None) -> list[Body]:
+    """48 requests of 100-700 candidates (uniform), for ``model`` (None: the service's
+    default): the open loop's mix."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(100, 701, size=48)
+    bodies = [request_pool(snapshot, int(c), 1, seed + i)[0] for i, c in enumerate(counts)]
+    if model is not None:
+        for body in bodies:
+            body["model"] = model
+    return bodies

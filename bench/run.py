@@ -16,8 +16,8 @@ import numpy as np
 import redis
 
 from bench.config import BenchConfig, BenchResult, jsonable, latency_repeats
-from bench.cpu import describe_cpu, local_redis_pid
-from bench.load import fetch_counters, open_loop
+from bench.cpu import local_redis_pid
+from bench.load import fetch_counters, held_through, open_loop, rising_curve
 from bench.measure import (
     Part,
     Samples,
@@ -33,7 +33,7 @@ from bench.measure import (
     timed_call,
     timed_over,
 )
-from bench.requests import Body, fetch_keys, model_inputs, request_pool
+from bench.requests import Body, fetch_keys, model_inputs, open_loop_mix, request_pool
 from bench.server import ServiceProcess, free_port, pin_process, resident_mib, serving, torch_mapped
 from service.assemble import Assembler
 from service.index.connection import PipelinedConnection
@@ -365,39 +365,31 @@ def _table5(run: _Run) -> None:
 
 
 def throughput_mix(run: _Run) -> list[Body]:
-    """48 requests of 100-700 candidates (uniform) for the first model: the open loop's mix."""
-    config, snapshot = run.config, run.snapshot
-    rng = np.random.default_rng(config.seed)
-    counts = rng.integers(100, 701, size=48)
-    bodies = [request_pool(snapshot, int(c), 1, config.seed + i)[0] for i, c in enumerate(counts)]
-    for body in bodies:
-        body["model"] = next(iter(config.packages))
-    return bodies
+    """The open loop's mix for the first model (`open_loop_mix`)."""
+    return open_loop_mix(run.snapshot, run.config.seed, next(iter(run.config.packages)))
 
 
 def _throughput_curve(
     run: _Run, service: ServiceProcess, bodies: list[Body], mode: str
 ) -> dict[str, Any]:
-    """Open-loop points at rising rates until far past saturation; the highest rate whose p99
-    stays within the objective with nothing shed or failed."""
-    config, progress = run.config, run.progress
+    """Open-loop points at rising rates (`rising_curve`), with the service's item cache hit
+    rate and Redis bytes per ranking over them."""
+    config = run.config
     with httpx.Client(base_url=service.base, timeout=30) as http:
         for body in bodies * 2:  # every request shape seen before the clock runs
             http.post("/rank", json=body)
         warm = fetch_counters(http)
-    curve = []
-    for rate in config.rates:
-        point = open_loop(
-            service.base, bodies, rate, config.rate_seconds, config.seed, _watched(run, service)
-        )
-        curve.append(point)
-        progress(
-            f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "
-            f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}; {describe_cpu(point['cpu'])}"
-        )
-        missed = not _within(point, config.objective_ms)
-        if missed and len(curve) > 1 and not _within(curve[-2], config.objective_ms):
-            break  # two points in a row past the objective: higher rates only queue or shed
+    curve = rising_curve(
+        service.base,
+        bodies,
+        config.rates,
+        config.rate_seconds,
+        config.objective_ms,
+        config.seed,
+        _watched(run, service),
+        run.progress,
+        mode,
+    )
     with httpx.Client(base_url=service.base, timeout=30) as http:
         done = fetch_counters(http)
     counted = {k: done[k] - warm[k] for k in done}
@@ -410,23 +402,6 @@ def _throughput_curve(
             round(counted["bytes"] / counted["requests"] / 1024, 1) if counted["requests"] else None
         ),
     }
-
-
-def _within(point: dict[str, Any], objective_ms: float) -> bool:
-    """Whether an open-loop point met the objective: p99 within it, nothing shed or failed."""
-    return bool(point["p99"] <= objective_ms and not point["errors"] and not point["shed_share"])
-
-
-def held_through(curve: list[dict[str, Any]], objective_ms: float) -> float | None:
-    """The highest rate up to which every point of a rising curve met the objective (None: not
-    even the first). Near saturation single 10 s points are not monotone (a miss at 250 req/s
-    and a pass at 300 were seen), and the highest passing point alone flattered the curve."""
-    held = None
-    for point in curve:
-        if not _within(point, objective_ms):
-            break
-        held = point["rate"]
-    return held
 
 
 def onnx_alone_rate(run: _Run, bodies: list[Body]) -> dict[str, float]:

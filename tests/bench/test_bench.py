@@ -12,11 +12,15 @@ from typing import Any
 import redis
 
 from bench.config import BenchConfig, latency_repeats
+from bench.load import held_through
 from bench.measure import Part, measure_point
+from bench.remote import LoadConfig, load_test, write_load_report
 from bench.report import write_report
-from bench.run import held_through, run_bench
+from bench.run import run_bench
 from bench.server import pin_process
 from service.index.snapshot import Snapshot
+from service.settings import Settings
+from tests.service.conftest import live_server
 
 
 def test_bench_writes_its_report_and_cleans_up(
@@ -189,3 +193,37 @@ def test_a_pinned_process_runs_only_on_its_cores() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_bench_load_drives_a_running_service_and_writes_its_report(
+    tiny_exports: dict[str, Any], tiny_snapshot: Snapshot, tmp_path: Path
+) -> None:
+    """`ranker bench load` against a live uvicorn: the mix from the snapshot, every ranking
+    answered, the curve stopped after two misses, the report written."""
+    settings = Settings(
+        models=[tiny_exports["prectr"].package.folder],
+        store="embedded",
+        snapshot=tiny_snapshot.folder,
+        device="cpu",
+        buckets=(16, 64, 256),
+        deadline_ms=5_000,
+    )
+    with live_server(settings) as base:
+        config = LoadConfig(
+            url=base,
+            snapshot=tiny_snapshot.folder,
+            out=tmp_path,
+            model="prectr",
+            rates=(5.0, 10.0, 20.0),
+            rate_seconds=1.0,
+            objective_ms=1e-3,  # no point can meet it: the curve stops after two misses
+        )
+        write_load_report(load_test(config, progress=lambda _: None), tmp_path)
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert [point["rate"] for point in report["curve"]] == [5.0, 10.0]
+    for point in report["curve"]:
+        assert point["statuses"] == {"200": point["sent"]} and point["in_server"]["n"] > 0
+    assert report["max_rate_within_objective"] is None
+    assert report["service"]["default"] == "prectr"
+    assert "| 10 |" in (tmp_path / "load.md").read_text()
+    assert (tmp_path / "load.png").stat().st_size > 0
