@@ -89,7 +89,6 @@ def load(argv: Sequence[str]) -> int:
     config = LoadConfig(
         url=args.url.rstrip("/"),
         snapshot=args.snapshot,
-        out=args.out,
         model=args.model,
         **_open_loop_settings(args),
     )

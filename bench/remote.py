@@ -31,7 +31,6 @@ from service.index.snapshot import Snapshot
 class LoadConfig:
     url: str  # the service's base URL (a replica, or a load balancer in front of several)
     snapshot: Path  # the snapshot its index was loaded from: the requests' users, queries, items
-    out: Path
     model: str | None = None  # None: the service's default model (or its A/B arms)
     rates: tuple[float, ...] = DEFAULT_RATES
     rate_seconds: float = 10.0

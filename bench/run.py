@@ -69,7 +69,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> B
         run = _Run(
             config, result, snapshot, keys, loaded.version, client, progress, pools, redis_pid
         )
-        mix = throughput_mix(run)
+        mix = open_loop_mix(snapshot, config.seed, next(iter(config.packages)))
         # Latency against the floors without the item cache: the service then reads the keys
         # the MGET floor reads, so the ratio measures overhead on the same work.
         with serving(config, namespace, workers=1, port=free_port()) as service:
@@ -362,11 +362,6 @@ def _table5(run: _Run) -> None:
         f"{rows['gain_with_lm_online']['100']:.0f} "
         f"ms vs vanilla served {rows['vanilla_served']['100']:.2f} ms"
     )
-
-
-def throughput_mix(run: _Run) -> list[Body]:
-    """The open loop's mix for the first model (`open_loop_mix`)."""
-    return open_loop_mix(run.snapshot, run.config.seed, next(iter(run.config.packages)))
 
 
 def _throughput_curve(

@@ -212,7 +212,6 @@ def test_bench_load_drives_a_running_service_and_writes_its_report(
         config = LoadConfig(
             url=base,
             snapshot=tiny_snapshot.folder,
-            out=tmp_path,
             model="prectr",
             rates=(5.0, 10.0, 20.0),
             rate_seconds=1.0,
