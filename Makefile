@@ -15,7 +15,7 @@ export PYTHONHASHSEED := 0
 
 .PHONY: demo test lint typecheck unit venv clean
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.kernels
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ $(VENV)/.installed: pyproject.toml
 	@# the two builds install the same module: never both (a switch of SERVE_EXTRA replaces one)
 	$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[$(SERVE_EXTRA),train,dev]"
+	touch $@
+
+# The compiled request-path loops (service/_kernels.c) are built in place by the editable
+# install: a change to their source rebuilds them without reinstalling the rest.
+$(VENV)/.kernels: $(VENV)/.installed setup.py service/_kernels.c
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: venv
@@ -51,4 +57,4 @@ unit: venv
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) artifacts .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) artifacts .mypy_cache .ruff_cache .pytest_cache build service/*.so

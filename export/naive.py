@@ -63,7 +63,7 @@ class NaiveRanker:
                 raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))
                 if raw_pair is not None:
                     c.pair_known[i] = True
-                    c.pair_vec[i] = decode_pairs([raw_pair], dim)[0]
+                    c.pair_vec[i] = decode_pairs([raw_pair], dim)[1][0]
         return RequestFeatures(v, q, user, c, {})
 
     def rank(

@@ -27,6 +27,8 @@ from typing import Any, Literal, TypeVar, get_args
 import numpy as np
 import numpy.typing as npt
 
+from service._kernels import term_relevance
+
 Source = Literal["user", "query", "item", "pair", "context"]
 Kind = Literal["categorical", "dense", "vector"]
 
@@ -429,26 +431,6 @@ def relevance_features(
     )
 
 
-#: Up to this many query terms, one equality pass per term beats np.isin's sort.
-_FEW_TERMS = 8
-
-
-def _is_any(
-    hashes: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]
-) -> npt.NDArray[np.bool_]:
-    """Which of ``hashes`` are in ``wanted`` (a boolean array like ``hashes``).
-
-    >>> _is_any(np.array([1, 2, 3], dtype=np.uint64), np.array([3, 1], dtype=np.uint64)).tolist()
-    [True, False, True]
-    """
-    if len(wanted) > _FEW_TERMS:
-        return np.isin(hashes, wanted)
-    hit = np.zeros(len(hashes), dtype=bool)
-    for term in wanted:
-        hit |= hashes == term
-    return hit
-
-
 def relevance_features_of_terms(
     query: str,
     query_category: int,
@@ -456,30 +438,27 @@ def relevance_features_of_terms(
     titles: Sequence[str],
     item_categories: Sequence[int] | npt.NDArray[np.integer[Any]],
 ) -> npt.NDArray[np.float32]:
-    """`relevance_features` over items given as term hashes (what the index holds), vectorized.
+    """`relevance_features` over items given as term hashes (what the index holds): the term
+    columns in one C pass over every item's run (`_kernels.term_relevance`).
 
     ``titles`` is read only for the items whose title holds every query term (the phrase test).
     """
     n = len(terms)
     out = np.zeros((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
     query_terms = _term_hashes(query)
-    k = len(query_terms)
-    if k == 0 or n == 0:
+    if len(query_terms) == 0 or n == 0:
         return out
     if query_category >= 0:
         out[:, 0] = np.asarray(item_categories, dtype=np.int64) == query_category
-    # Query terms found so far along the flat hashes; an item's hits are differences of it at
-    # its run's bounds (one pass for every item, title and text alike).
-    found = np.zeros(len(terms.hashes) + 1, dtype=np.int64)
-    np.cumsum(_is_any(terms.hashes, query_terms), out=found[1:])
-    starts, stops = terms.offsets[:-1], terms.offsets[1:]
-    before = found[starts]
-    hits = found[starts + terms.title_counts] - before
-    out[:, 1] = hits / k
-    out[:, 2] = (found[stops] - before) / k
-    out[:, 3] = hits / (k + terms.title_counts - hits)  # |Q & T| / |Q | T|
+    whole_query_in_title = term_relevance(
+        np.ascontiguousarray(terms.hashes, dtype=_U64),
+        np.ascontiguousarray(terms.offsets, dtype=np.int64),
+        np.ascontiguousarray(terms.title_counts, dtype=np.int64),
+        query_terms,
+        out,
+    )
     phrase = f" {normalize_text(query)} "
-    for i in np.flatnonzero(hits == k).tolist():  # every term present: is it the phrase?
+    for i in whole_query_in_title:  # every term present: is it the phrase?
         out[i, 4] = phrase in f" {normalize_text(titles[i])} "
     return out
 

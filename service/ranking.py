@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import metrics
+from service._kernels import ranked_items
 from service.errors import (
     RETRY_AFTER_S,
     ErrorCode,
@@ -164,50 +165,37 @@ _FLAGS: tuple[list[str], ...] = (
 )
 
 
-def _flag_codes(
-    features: RequestFeatures, supplied: list[SuppliedFeatures | None] | None
-) -> npt.NDArray[np.int8] | None:
-    """Each candidate's flags code (`_FLAGS`), or None when no candidate has any.
-    ``supplied``: None where no candidate carries features."""
-    c = features.candidates
-    resolved = features.query.match.row >= 0
-    if c.item_known.all() and (not resolved or c.pair_known.all()):
-        return None
-    codes = np.where(c.item_known, resolved & ~c.pair_known, 2).astype(np.int8)
-    if supplied is not None:
-        described = np.fromiter((s is not None for s in supplied), bool, len(supplied))
-        codes[described & ~c.item_known] = 3
-    return codes
-
-
 def _ranked_items(
     item_ids: list[str],
     outputs: dict[str, npt.NDArray[Any]],
-    order: npt.NDArray[np.intp],
-    flag_codes: npt.NDArray[np.int8] | None,
+    features: RequestFeatures,
+    supplied: list[SuppliedFeatures | None] | None,
+    top_k: int | None,
     explain: bool,
 ) -> list[dict[str, Any]]:
-    """The response's items in rank order: every column put in that order by numpy and turned
-    into Python values once, not a numpy scalar per item (``flag_codes`` None: no item has
-    any flag)."""
-    ids = list(map(item_ids.__getitem__, order.tolist()))
-    scores = outputs["score"][order].tolist()
-    ranks = range(1, len(order) + 1)
-    if flag_codes is None:
-        items = [
-            {"item_id": i, "score": s, "rank": r}
-            for i, s, r in zip(ids, scores, ranks, strict=True)
-        ]
-    else:
-        flags = _FLAGS
-        items = [
-            {"item_id": i, "score": s, "rank": r, "flags": flags[f]}
-            if f
-            else {"item_id": i, "score": s, "rank": r}
-            for i, s, r, f in zip(ids, scores, ranks, flag_codes[order].tolist(), strict=True)
-        ]
+    """The response's items in rank order (the best ``top_k``), with each candidate's flags
+    (`_FLAGS`): sorted and built in one C pass (`_kernels.ranked_items`), since a dict per item
+    was the largest part of the answer. ``supplied``: None where no candidate carries
+    features."""
+    c = features.candidates
+    described = (
+        None
+        if supplied is None
+        else np.fromiter((s is not None for s in supplied), bool, len(supplied))
+    )
+    items, order = ranked_items(
+        item_ids,
+        np.ascontiguousarray(outputs["score"], dtype=np.float32),
+        -1 if top_k is None else top_k,
+        c.item_known,
+        c.pair_known,
+        features.query.match.row >= 0,
+        described,
+        _FLAGS,
+    )
     if explain:
-        columns = (outputs[name][order].tolist() for name in ("p_rsl", "p_click_given_rsl", "tau"))
+        rows = np.frombuffer(order, np.int64)
+        columns = (outputs[name][rows].tolist() for name in ("p_rsl", "p_click_given_rsl", "tau"))
         for item, p_rsl, p_click, tau in zip(items, *columns, strict=True):
             item["explain"] = {"p_rsl": p_rsl, "p_click_given_rsl": p_click, "tau": tau}
     return items
@@ -380,9 +368,8 @@ async def _rank(
     past_deadline(deadline, settings.deadline_ms)  # a late answer is not sent as a ranking
     for reason in degraded:
         metrics.DEGRADED.labels(reason).inc()
-    order = np.argsort(-scores, kind="stable")[: body.top_k]
     explain = body.explain and "p_rsl" in outputs
-    items = _ranked_items(item_ids, outputs, order, _flag_codes(features, supplied), explain)
+    items = _ranked_items(item_ids, outputs, features, supplied, body.top_k, explain)
 
     shadow = settings.shadow_model
     if shadow and shadow != model.name:

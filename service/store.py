@@ -595,12 +595,10 @@ class RedisStore:
 
         c = candidate_features(item_values, dim)
         if match.row >= 0:
-            pair_values = rest[1:]
-            found = [raw for raw in pair_values if raw is not None]
-            if found:
-                paired = _present(pair_values)
+            paired, vectors = decode_pairs(rest[1:], dim)
+            if len(paired):
                 c.pair_known[paired] = True
-                c.pair_vec[paired] = decode_pairs(found, dim)
+                c.pair_vec[paired] = vectors
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
 
 

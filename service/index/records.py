@@ -22,6 +22,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
+from service._kernels import join_present, split_items
 from service.contract import ItemTerms
 
 _ITEM = struct.Struct("<QQiiiIIHH")
@@ -180,26 +181,23 @@ def _item_dtype(dim: int) -> np.dtype[Any]:
     )
 
 
-def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
-    """Item records -> columns: the fixed-size heads in one frombuffer, every record's term
-    hashes in another, titles and texts left in the records until read. A record whose length
-    disagrees with its head is a ValueError."""
+def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
+    """Item records -> columns: the fixed-size heads in one array, every record's term hashes
+    in another (split out in one C pass, `_kernels.split_items`), titles and texts left in the
+    records until read. A record whose length disagrees with its head is a ValueError."""
     dtype = _item_dtype(dim)
-    fixed, k = dtype.itemsize, len(raws)
-    joined_heads = b"".join([raw[:fixed] for raw in raws])
-    if len(joined_heads) != k * fixed:  # some record is shorter than a head
-        raise ValueError(f"an item record is shorter than its {fixed}-byte head")
+    at = dtype.fields
+    assert at is not None
+    joined_heads, tails, stops, terms_at, term_offsets = split_items(
+        raws,
+        dtype.itemsize,
+        at["n_title"][1],
+        at["n_text"][1],
+        at["n_title_terms"][1],
+        at["n_text_terms"][1],
+    )
     heads = np.frombuffer(joined_heads, dtype=dtype)
-    title_stops = fixed + heads["n_title"].astype(np.int64)
-    terms_at = title_stops + heads["n_text"]  # within each record
-    n_terms = np.add(heads["n_title_terms"], heads["n_text_terms"], dtype=np.int64)
-    # Term hashes end every record, title terms first: joined, they are ItemTerms' runs as is.
-    tails = b"".join([raw[at:] for raw, at in zip(raws, terms_at.tolist(), strict=True)])
-    term_offsets = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(n_terms, out=term_offsets[1:])
-    if len(tails) != _U64.itemsize * term_offsets[-1]:  # a record longer or shorter than its head
-        raise ValueError("an item record's length does not match its head")
-    hashes = np.frombuffer(tails, _U64)
+    title_stops = np.frombuffer(stops, np.int64)
     return ItemBatch(
         heads["id_hash"],
         heads["brand_hash"],
@@ -207,15 +205,23 @@ def decode_items(raws: Sequence[bytes], dim: int) -> ItemBatch:
         heads["brand"],
         heads["price_bucket"],
         heads["vec"],
-        TextColumn(raws, np.full(k, fixed, dtype=np.int64), title_stops),
-        TextColumn(raws, title_stops, terms_at),
-        ItemTerms(hashes, term_offsets, heads["n_title_terms"].astype(np.int64)),
+        TextColumn(raws, np.full(len(raws), dtype.itemsize, dtype=np.int64), title_stops),
+        TextColumn(raws, title_stops, np.frombuffer(terms_at, np.int64)),
+        # Term hashes end every record, title terms first: joined, they are ItemTerms' runs.
+        ItemTerms(
+            np.frombuffer(tails, _U64),
+            np.frombuffer(term_offsets, np.int64),
+            heads["n_title_terms"].astype(np.int64),
+        ),
     )
 
 
-def decode_pairs(raws: list[bytes], dim: int) -> Vector:
-    """Many pair records -> (k, D) float16."""
-    return np.frombuffer(b"".join(raws), dtype=_F16).reshape(len(raws), dim)
+def decode_pairs(values: list[bytes | None], dim: int) -> tuple[npt.NDArray[np.int64], Vector]:
+    """Pair records as an MGET returned them (None: not in the index) -> the positions of those
+    found, (k,), and their vectors, (k, D) float16 (one C pass, `_kernels.join_present`). A
+    record that is not D float16 is a ValueError."""
+    joined, present = join_present(values, dim * _F16.itemsize)
+    return np.frombuffer(present, np.int64), np.frombuffer(joined, _F16).reshape(-1, dim)
 
 
 def encode_query(category: int, vec: Vector) -> bytes:

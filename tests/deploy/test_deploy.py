@@ -87,16 +87,22 @@ def test_the_serving_images_install_no_torch_and_one_onnxruntime() -> None:
 def test_the_dockerfile_builds_offline_cpu_first_with_a_dependency_layer() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert not dockerfile.startswith("# syntax=")  # BuildKit would fetch a frontend
-    stages = re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.MULTILINE)
-    assert stages == ["cpu", "gpu"]  # the classic builder builds every stage before its target
-    for stage, extra in zip(dockerfile.split("\nFROM ")[1:], ("serve", "serve-gpu"), strict=True):
-        lines = stage.splitlines()
+    stages = {
+        stage.split("\n", 1)[0].split(" AS ")[1]: stage for stage in dockerfile.split("\nFROM ")[1:]
+    }
+    # the classic builder builds every stage before its target: cpu never waits for CUDA
+    assert list(stages) == ["cpu-wheel", "cpu", "gpu-wheel", "gpu"]
+    for serving, extra in (("cpu", "serve"), ("gpu", "serve-gpu")):
+        lines = stages[serving].splitlines()
         deps = next(i for i, line in enumerate(lines) if f"pyproject.toml {extra} " in line)
-        code = next(i for i, line in enumerate(lines) if line.startswith("COPY service"))
+        code = lines.index(f"COPY --from={serving}-wheel /wheels /wheels")
         copies_before = [line for line in lines[:deps] if line.startswith("COPY")]
         assert copies_before == ["COPY pyproject.toml deploy/docker/requirements.py ./"]
         assert deps < code  # a code change leaves the dependency layer cached
-        assert "USER 10001:10001" in stage and "HEALTHCHECK" in stage
+        assert "USER 10001:10001" in stages[serving] and "HEALTHCHECK" in stages[serving]
+        # the compiler stays in the wheel stage: the serving image installs no build tools
+        assert "gcc" not in stages[serving] and "gcc" in stages[f"{serving}-wheel"]
+        assert "COPY service ./service" in stages[f"{serving}-wheel"]
 
 
 def test_prometheus_config_and_alert_rules_pass_promtool() -> None:

@@ -1,0 +1,448 @@
+/* The request path's per-candidate loops in C: one pass where Python touched each candidate
+ * several times (a slice, a list entry, a numpy call per column).
+ *
+ * Each function is the compiled twin of a Python reference that stays in the tree and defines
+ * it (service/kernels.py names them; tests/service/test_kernels.py holds the two equal on
+ * random and malformed input). Nothing here knows a record layout by heart: field offsets come
+ * from the caller, which reads them off the numpy dtype that owns the layout
+ * (service/index/records.py). Outputs are bytes objects the caller views with np.frombuffer,
+ * so the module needs only Python's C API (no numpy headers at build time).
+ *
+ * Records are little-endian; so is every host this builds for (x86-64, arm64): checked at
+ * compile time below.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "index records are little-endian: this module reads them in place"
+#endif
+
+/* A new bytes object of `size` bytes to fill, and a pointer to them. */
+static PyObject *new_bytes(Py_ssize_t size, char **data) {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out != NULL) {
+        *data = PyBytes_AS_STRING(out);
+    }
+    return out;
+}
+
+static uint32_t read_u32(const char *at) {
+    uint32_t value;
+    memcpy(&value, at, sizeof value);
+    return value;
+}
+
+static uint16_t read_u16(const char *at) {
+    uint16_t value;
+    memcpy(&value, at, sizeof value);
+    return value;
+}
+
+PyDoc_STRVAR(split_items_doc,
+"split_items(records, fixed, n_title_at, n_text_at, n_title_terms_at, n_text_terms_at)\n"
+"-> (heads, tails, title_stops, terms_at, term_offsets)\n\n"
+"Item records (bytes, none None) -> their fixed-size heads joined (k * fixed bytes), their\n"
+"term-hash tails joined, and int64 arrays as bytes: each record's title end and term start\n"
+"(offsets within the record) and the (k + 1,) bounds of each record's run in the tails.\n"
+"The *_at arguments are the byte offsets of the head's u32 title and text lengths and u16\n"
+"term counts. A record shorter than its head, or whose length disagrees with it, is a\n"
+"ValueError (the messages of records.decode_items).");
+
+static PyObject *split_items(PyObject *self, PyObject *args) {
+    PyObject *records;
+    Py_ssize_t fixed, n_title_at, n_text_at, n_title_terms_at, n_text_terms_at;
+    if (!PyArg_ParseTuple(args, "O!nnnnn", &PyList_Type, &records, &fixed, &n_title_at,
+                          &n_text_at, &n_title_terms_at, &n_text_terms_at)) {
+        return NULL;
+    }
+    if (fixed < n_title_at + 4 || fixed < n_text_at + 4 || fixed < n_title_terms_at + 2 ||
+        fixed < n_text_terms_at + 2 || n_title_at < 0 || n_text_at < 0 ||
+        n_title_terms_at < 0 || n_text_terms_at < 0) {
+        PyErr_SetString(PyExc_ValueError, "a length field lies outside the head");
+        return NULL;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(records);
+    /* Pass 1: check every record against its head and size the tails. */
+    Py_ssize_t total_terms = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *raw = PyList_GET_ITEM(records, i);
+        if (!PyBytes_Check(raw)) {
+            PyErr_SetString(PyExc_TypeError, "item records must be bytes");
+            return NULL;
+        }
+        Py_ssize_t size = PyBytes_GET_SIZE(raw);
+        if (size < fixed) {
+            PyErr_Format(PyExc_ValueError, "an item record is shorter than its %zd-byte head",
+                         fixed);
+            return NULL;
+        }
+        const char *head = PyBytes_AS_STRING(raw);
+        uint64_t n_terms = (uint64_t)read_u16(head + n_title_terms_at) +
+                           read_u16(head + n_text_terms_at);
+        uint64_t expected = (uint64_t)fixed + read_u32(head + n_title_at) +
+                            read_u32(head + n_text_at) + 8 * n_terms;
+        if ((uint64_t)size != expected) {
+            PyErr_SetString(PyExc_ValueError, "an item record's length does not match its head");
+            return NULL;
+        }
+        total_terms += (Py_ssize_t)n_terms;
+    }
+    char *heads_at = NULL, *tails_at = NULL, *stops_at = NULL, *terms_at_at = NULL;
+    char *offsets_at = NULL;
+    PyObject *heads = new_bytes(k * fixed, &heads_at);
+    PyObject *tails = new_bytes(total_terms * 8, &tails_at);
+    PyObject *title_stops = new_bytes(k * 8, &stops_at);
+    PyObject *terms_at = new_bytes(k * 8, &terms_at_at);
+    PyObject *offsets = new_bytes((k + 1) * 8, &offsets_at);
+    if (heads == NULL || tails == NULL || title_stops == NULL || terms_at == NULL ||
+        offsets == NULL) {
+        Py_XDECREF(heads);
+        Py_XDECREF(tails);
+        Py_XDECREF(title_stops);
+        Py_XDECREF(terms_at);
+        Py_XDECREF(offsets);
+        return NULL;
+    }
+    /* Pass 2: copy. */
+    int64_t run_start = 0;
+    memcpy(offsets_at, &run_start, 8);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *raw = PyList_GET_ITEM(records, i);
+        const char *record = PyBytes_AS_STRING(raw);
+        memcpy(heads_at + i * fixed, record, (size_t)fixed);
+        int64_t title_stop = (int64_t)fixed + read_u32(record + n_title_at);
+        int64_t terms_start = title_stop + read_u32(record + n_text_at);
+        int64_t n_terms = (int64_t)read_u16(record + n_title_terms_at) +
+                          read_u16(record + n_text_terms_at);
+        memcpy(tails_at + run_start * 8, record + terms_start, (size_t)(n_terms * 8));
+        run_start += n_terms;
+        memcpy(stops_at + i * 8, &title_stop, 8);
+        memcpy(terms_at_at + i * 8, &terms_start, 8);
+        memcpy(offsets_at + (i + 1) * 8, &run_start, 8);
+    }
+    return Py_BuildValue("(NNNNN)", heads, tails, title_stops, terms_at, offsets);
+}
+
+PyDoc_STRVAR(join_present_doc,
+"join_present(values, size) -> (joined, present)\n\n"
+"The values that are not None (each exactly `size` bytes, else ValueError) joined, and their\n"
+"positions in `values` as int64 bytes.");
+
+static PyObject *join_present(PyObject *self, PyObject *args) {
+    PyObject *values;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &values, &size)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values), found = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(values, i);
+        if (raw == Py_None) {
+            continue;
+        }
+        if (!PyBytes_Check(raw)) {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes or None");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(raw) != size) {
+            PyErr_Format(PyExc_ValueError, "a record of %zd bytes where %zd were expected",
+                         PyBytes_GET_SIZE(raw), size);
+            return NULL;
+        }
+        found++;
+    }
+    char *joined_at = NULL, *present_at = NULL;
+    PyObject *joined = new_bytes(found * size, &joined_at);
+    PyObject *present = new_bytes(found * 8, &present_at);
+    if (joined == NULL || present == NULL) {
+        Py_XDECREF(joined);
+        Py_XDECREF(present);
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(values, i);
+        if (raw == Py_None) {
+            continue;
+        }
+        memcpy(joined_at + at * size, PyBytes_AS_STRING(raw), (size_t)size);
+        int64_t position = (int64_t)i;
+        memcpy(present_at + at * 8, &position, 8);
+        at++;
+    }
+    return Py_BuildValue("(NN)", joined, present);
+}
+
+/* A contiguous buffer of `itemsize`-byte elements, or an error naming `what`. */
+static int get_array(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, int writable,
+                     const char *what) {
+    if (PyObject_GetBuffer(object, view, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS
+                                                  : PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (view->itemsize != itemsize || view->len % itemsize != 0) {
+        PyErr_Format(PyExc_TypeError, "%s must hold %zd-byte elements", what, itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(relevance_doc,
+"term_relevance(hashes, offsets, title_counts, query_terms, out) -> list[int]\n\n"
+"The term columns of contract.relevance_features_of_terms, written into `out` ((N, 5)\n"
+"float32, C order): 1 title term coverage, 2 text term coverage, 3 title Jaccard; `hashes`\n"
+"u64 runs bounded by `offsets` (N + 1 int64), each run's first `title_counts[i]` (int64)\n"
+"the title's; `query_terms` the query's distinct term hashes (u64, k >= 1). Returns the rows\n"
+"whose title holds every query term (the phrase test's candidates). Columns 0 and 4 are\n"
+"left as they are.");
+
+static PyObject *term_relevance(PyObject *self, PyObject *args) {
+    PyObject *hashes_obj, *offsets_obj, *counts_obj, *query_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOOO", &hashes_obj, &offsets_obj, &counts_obj, &query_obj,
+                          &out_obj)) {
+        return NULL;
+    }
+    Py_buffer hashes, offsets, counts, query, out;
+    if (get_array(hashes_obj, &hashes, 8, 0, "hashes") < 0) {
+        return NULL;
+    }
+    if (get_array(offsets_obj, &offsets, 8, 0, "offsets") < 0) {
+        PyBuffer_Release(&hashes);
+        return NULL;
+    }
+    if (get_array(counts_obj, &counts, 8, 0, "title_counts") < 0) {
+        PyBuffer_Release(&hashes);
+        PyBuffer_Release(&offsets);
+        return NULL;
+    }
+    if (get_array(query_obj, &query, 8, 0, "query_terms") < 0) {
+        PyBuffer_Release(&hashes);
+        PyBuffer_Release(&offsets);
+        PyBuffer_Release(&counts);
+        return NULL;
+    }
+    if (get_array(out_obj, &out, 4, 1, "out") < 0) {
+        PyBuffer_Release(&hashes);
+        PyBuffer_Release(&offsets);
+        PyBuffer_Release(&counts);
+        PyBuffer_Release(&query);
+        return NULL;
+    }
+    PyObject *full = NULL;
+    Py_ssize_t n = counts.len / 8, n_hashes = hashes.len / 8, k = query.len / 8;
+    const uint64_t *h = hashes.buf, *q = query.buf;
+    const int64_t *bounds = offsets.buf, *title = counts.buf;
+    float *o = out.buf;
+    if (offsets.len / 8 != n + 1 || out.len / 4 != n * 5 || k < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "term_relevance: offsets must be N + 1, out (N, 5), the query non-empty");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t start = bounds[i], stop = bounds[i + 1], title_stop = start + title[i];
+        if (start < 0 || start > stop || stop > n_hashes || title[i] < 0 || title_stop > stop) {
+            PyErr_SetString(PyExc_ValueError, "term_relevance: a run lies outside the hashes");
+            goto done;
+        }
+    }
+    full = PyList_New(0);
+    if (full == NULL) {
+        goto done;
+    }
+    double kd = (double)k;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t start = bounds[i], stop = bounds[i + 1], title_stop = start + title[i];
+        int64_t title_hits = 0, hits = 0;
+        for (int64_t j = start; j < stop; j++) {
+            uint64_t term = h[j];
+            for (Py_ssize_t t = 0; t < k; t++) {
+                if (term == q[t]) {
+                    hits++;
+                    title_hits += j < title_stop;
+                    break;
+                }
+            }
+        }
+        /* As numpy computes them: int64 / int64 in float64, then stored as float32. */
+        o[i * 5 + 1] = (float)((double)title_hits / kd);
+        o[i * 5 + 2] = (float)((double)hits / kd);
+        o[i * 5 + 3] = (float)((double)title_hits / (double)(k + title[i] - title_hits));
+        if (title_hits == k) {
+            PyObject *row = PyLong_FromSsize_t(i);
+            if (row == NULL || PyList_Append(full, row) < 0) {
+                Py_XDECREF(row);
+                Py_CLEAR(full);
+                goto done;
+            }
+            Py_DECREF(row);
+        }
+    }
+done:
+    PyBuffer_Release(&hashes);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&query);
+    PyBuffer_Release(&out);
+    return full;
+}
+
+/* The response's item keys, made once (module init). */
+static PyObject *key_item_id, *key_score, *key_rank, *key_flags;
+
+typedef struct {
+    float score;
+    Py_ssize_t index;
+} Scored;
+
+/* np.argsort(-scores, kind="stable")'s order: higher scores first, NaN last, ties (and NaNs)
+ * by position; a total order, so qsort's lack of stability does not show. */
+static int by_rank(const void *a, const void *b) {
+    const Scored *x = a, *y = b;
+    int x_nan = x->score != x->score, y_nan = y->score != y->score;
+    if (x_nan != y_nan) {
+        return x_nan - y_nan;
+    }
+    if (!x_nan && x->score != y->score) {
+        return x->score > y->score ? -1 : 1;
+    }
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+PyDoc_STRVAR(ranked_items_doc,
+"ranked_items(item_ids, scores, top_k, item_known, pair_known, resolved, described, flags)\n"
+"-> (items, order)\n\n"
+"The response's items in rank order: {'item_id', 'score', 'rank'} and, where a candidate has\n"
+"any, 'flags' (the shared list flags[code]: 1 its pair approximated, 2 unknown to the index,\n"
+"3 unknown and described by the request). `scores` float32 (N,); `item_known`, `pair_known`\n"
+"and `described` (or None) bool (N,); `top_k` < 0 keeps every candidate. `order` is the\n"
+"ranked positions as int64 bytes.");
+
+static PyObject *ranked_items(PyObject *self, PyObject *args) {
+    PyObject *ids, *scores_obj, *known_obj, *pair_obj, *described_obj, *flags;
+    Py_ssize_t top_k;
+    int resolved;
+    if (!PyArg_ParseTuple(args, "O!OnOOpOO!", &PyList_Type, &ids, &scores_obj, &top_k,
+                          &known_obj, &pair_obj, &resolved, &described_obj, &PyTuple_Type,
+                          &flags)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(flags) != 4) {
+        PyErr_SetString(PyExc_ValueError, "ranked_items: flags must hold the 4 codes' lists");
+        return NULL;
+    }
+    Py_buffer scores, known, pair, described = {0};
+    int has_described = described_obj != Py_None;
+    if (get_array(scores_obj, &scores, 4, 0, "scores") < 0) {
+        return NULL;
+    }
+    if (get_array(known_obj, &known, 1, 0, "item_known") < 0) {
+        PyBuffer_Release(&scores);
+        return NULL;
+    }
+    if (get_array(pair_obj, &pair, 1, 0, "pair_known") < 0) {
+        PyBuffer_Release(&scores);
+        PyBuffer_Release(&known);
+        return NULL;
+    }
+    if (has_described && get_array(described_obj, &described, 1, 0, "described") < 0) {
+        PyBuffer_Release(&scores);
+        PyBuffer_Release(&known);
+        PyBuffer_Release(&pair);
+        return NULL;
+    }
+    PyObject *items = NULL, *order = NULL, *result = NULL;
+    Scored *ranked = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (scores.len / 4 != n || known.len != n || pair.len != n ||
+        (has_described && described.len != n)) {
+        PyErr_SetString(PyExc_ValueError, "ranked_items: every column must have one per id");
+        goto done;
+    }
+    ranked = PyMem_Malloc(sizeof(Scored) * (size_t)(n > 0 ? n : 1));
+    if (ranked == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const float *s = scores.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ranked[i].score = s[i];
+        ranked[i].index = i;
+    }
+    qsort(ranked, (size_t)n, sizeof(Scored), by_rank);
+    Py_ssize_t kept = top_k < 0 || top_k > n ? n : top_k;
+    char *order_at = NULL;
+    order = new_bytes(kept * 8, &order_at);
+    items = PyList_New(kept);
+    if (order == NULL || items == NULL) {
+        goto done;
+    }
+    const char *is_known = known.buf, *has_pair = pair.buf;
+    const char *is_described = has_described ? described.buf : NULL;
+    for (Py_ssize_t r = 0; r < kept; r++) {
+        Py_ssize_t i = ranked[r].index;
+        int64_t position = (int64_t)i;
+        memcpy(order_at + r * 8, &position, 8);
+        int code = is_known[i] ? (resolved && !has_pair[i])
+                               : (is_described != NULL && is_described[i] ? 3 : 2);
+        PyObject *item = PyDict_New();
+        if (item == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(items, r, item); /* the list owns it from here */
+        PyObject *score = PyFloat_FromDouble((double)ranked[r].score);
+        PyObject *rank = PyLong_FromSsize_t(r + 1);
+        int failed = score == NULL || rank == NULL ||
+                     PyDict_SetItem(item, key_item_id, PyList_GET_ITEM(ids, i)) < 0 ||
+                     PyDict_SetItem(item, key_score, score) < 0 ||
+                     PyDict_SetItem(item, key_rank, rank) < 0 ||
+                     (code && PyDict_SetItem(item, key_flags, PyTuple_GET_ITEM(flags, code)) < 0);
+        Py_XDECREF(score);
+        Py_XDECREF(rank);
+        if (failed) {
+            goto done;
+        }
+    }
+    result = Py_BuildValue("(OO)", items, order);
+done:
+    Py_XDECREF(items);
+    Py_XDECREF(order);
+    PyMem_Free(ranked);
+    PyBuffer_Release(&scores);
+    PyBuffer_Release(&known);
+    PyBuffer_Release(&pair);
+    if (has_described) {
+        PyBuffer_Release(&described);
+    }
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"split_items", split_items, METH_VARARGS, split_items_doc},
+    {"join_present", join_present, METH_VARARGS, join_present_doc},
+    {"term_relevance", term_relevance, METH_VARARGS, relevance_doc},
+    {"ranked_items", ranked_items, METH_VARARGS, ranked_items_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "service._kernels",
+    .m_doc = "The request path's per-candidate loops in C.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    key_item_id = PyUnicode_InternFromString("item_id");
+    key_score = PyUnicode_InternFromString("score");
+    key_rank = PyUnicode_InternFromString("rank");
+    key_flags = PyUnicode_InternFromString("flags");
+    if (key_item_id == NULL || key_score == NULL || key_rank == NULL || key_flags == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,33 @@
+"""Types of the compiled request-path loops (service/_kernels.c; its docstrings say more)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+def split_items(
+    records: list[bytes],
+    fixed: int,
+    n_title_at: int,
+    n_text_at: int,
+    n_title_terms_at: int,
+    n_text_terms_at: int,
+) -> tuple[bytes, bytes, bytes, bytes, bytes]: ...
+def join_present(values: list[bytes | None], size: int) -> tuple[bytes, bytes]: ...
+def term_relevance(
+    hashes: npt.NDArray[np.uint64],
+    offsets: npt.NDArray[np.int64],
+    title_counts: npt.NDArray[np.int64],
+    query_terms: npt.NDArray[np.uint64],
+    out: npt.NDArray[np.float32],
+) -> list[int]: ...
+def ranked_items(
+    item_ids: list[str],
+    scores: npt.NDArray[np.float32],
+    top_k: int,
+    item_known: npt.NDArray[np.bool_],
+    pair_known: npt.NDArray[np.bool_],
+    resolved: bool,
+    described: npt.NDArray[np.bool_] | None,
+    flags: tuple[list[str], ...],
+) -> tuple[list[dict[str, Any]], bytes]: ...
