@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -420,11 +421,144 @@ done:
     return result;
 }
 
+/* The digits of a non-negative length. */
+static Py_ssize_t digits(Py_ssize_t value) {
+    Py_ssize_t count = 1;
+    while (value >= 10) {
+        value /= 10;
+        count++;
+    }
+    return count;
+}
+
+/* Writes a RESP length line ("*<n>\r\n" or "$<n>\r\n") at `at`; returns the end. */
+static char *put_line(char *at, char kind, Py_ssize_t value) {
+    char line[32];
+    int size = snprintf(line, sizeof line, "%c%zd\r\n", kind, value);
+    memcpy(at, line, (size_t)size);
+    return at + size;
+}
+
+/* Writes one RESP bulk string ("$<len>\r\n<head><tail>\r\n") at `at`; returns the end. */
+static char *put_bulk(char *at, const char *head, Py_ssize_t head_size, const char *tail,
+                      Py_ssize_t tail_size) {
+    at = put_line(at, '$', head_size + tail_size);
+    memcpy(at, head, (size_t)head_size);
+    memcpy(at + head_size, tail, (size_t)tail_size);
+    at += head_size + tail_size;
+    *at++ = '\r';
+    *at++ = '\n';
+    return at;
+}
+
+/* A segment's parts: a key alone (`ids` NULL), or a prefix and the ids it goes before. */
+typedef struct {
+    const char *key;
+    Py_ssize_t key_size;
+    PyObject *ids;
+} Segment;
+
+PyDoc_STRVAR(pack_keys_doc,
+"pack_keys(command, segments) -> bytes\n\n"
+"The RESP bytes of `command` followed by keys: each segment a key (str), or a (prefix, ids)\n"
+"pair standing for prefix + id for each id (UTF-8, as hiredis.pack_command encodes them).");
+
+static PyObject *pack_keys(PyObject *self, PyObject *args) {
+    PyObject *command, *segments;
+    if (!PyArg_ParseTuple(args, "UO!", &command, &PyList_Type, &segments)) {
+        return NULL;
+    }
+    Py_ssize_t n_segments = PyList_GET_SIZE(segments), command_size;
+    const char *command_at = PyUnicode_AsUTF8AndSize(command, &command_size);
+    if (command_at == NULL) {
+        return NULL;
+    }
+    Segment *parts = PyMem_Malloc(sizeof(Segment) * (size_t)(n_segments > 0 ? n_segments : 1));
+    if (parts == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *out = NULL;
+    /* Pass 1: the words and the bytes they take. */
+    Py_ssize_t words = 1, size = 1 + digits(command_size) + 2 + command_size + 2;
+    for (Py_ssize_t s = 0; s < n_segments; s++) {
+        PyObject *segment = PyList_GET_ITEM(segments, s);
+        PyObject *key = segment;
+        parts[s].ids = NULL;
+        if (PyTuple_Check(segment)) {
+            if (PyTuple_GET_SIZE(segment) != 2 || !PyList_Check(PyTuple_GET_ITEM(segment, 1))) {
+                PyErr_SetString(PyExc_TypeError, "a key group is a (prefix, list of ids) pair");
+                goto done;
+            }
+            key = PyTuple_GET_ITEM(segment, 0);
+            parts[s].ids = PyTuple_GET_ITEM(segment, 1);
+        }
+        if (!PyUnicode_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "keys, prefixes and ids must be str");
+            goto done;
+        }
+        parts[s].key = PyUnicode_AsUTF8AndSize(key, &parts[s].key_size);
+        if (parts[s].key == NULL) {
+            goto done;
+        }
+        if (parts[s].ids == NULL) {
+            words++;
+            size += 1 + digits(parts[s].key_size) + 2 + parts[s].key_size + 2;
+            continue;
+        }
+        Py_ssize_t n_ids = PyList_GET_SIZE(parts[s].ids);
+        for (Py_ssize_t i = 0; i < n_ids; i++) {
+            PyObject *id = PyList_GET_ITEM(parts[s].ids, i);
+            Py_ssize_t id_size;
+            if (!PyUnicode_Check(id)) {
+                PyErr_SetString(PyExc_TypeError, "keys, prefixes and ids must be str");
+                goto done;
+            }
+            if (PyUnicode_AsUTF8AndSize(id, &id_size) == NULL) {
+                goto done;
+            }
+            Py_ssize_t key_size = parts[s].key_size + id_size;
+            size += 1 + digits(key_size) + 2 + key_size + 2;
+        }
+        words += n_ids;
+    }
+    size += 1 + digits(words) + 2;
+    /* Pass 2: write them. */
+    char *at = NULL;
+    out = new_bytes(size, &at);
+    if (out == NULL) {
+        goto done;
+    }
+    char *start = at;
+    at = put_line(at, '*', words);
+    at = put_bulk(at, command_at, command_size, "", 0);
+    for (Py_ssize_t s = 0; s < n_segments; s++) {
+        if (parts[s].ids == NULL) {
+            at = put_bulk(at, parts[s].key, parts[s].key_size, "", 0);
+            continue;
+        }
+        Py_ssize_t n_ids = PyList_GET_SIZE(parts[s].ids);
+        for (Py_ssize_t i = 0; i < n_ids; i++) {
+            Py_ssize_t id_size;
+            const char *id = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(parts[s].ids, i), &id_size);
+            at = put_bulk(at, parts[s].key, parts[s].key_size, id, id_size);
+        }
+    }
+    if (at - start != size) {
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_SystemError, "pack_keys: the command's size was miscounted");
+        goto done;
+    }
+done:
+    PyMem_Free(parts);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", split_items, METH_VARARGS, split_items_doc},
     {"join_present", join_present, METH_VARARGS, join_present_doc},
     {"term_relevance", term_relevance, METH_VARARGS, relevance_doc},
     {"ranked_items", ranked_items, METH_VARARGS, ranked_items_doc},
+    {"pack_keys", pack_keys, METH_VARARGS, pack_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from service._kernels import pack_keys
 from service.contract import ItemTerms, normalize_text
 from service.index.connection import PipelinedConnection, Sent
 from service.index.keys import DEFAULT_NAMESPACE, KeySchema
@@ -325,6 +326,10 @@ class _LiveVersion:
     matcher: QueryMatcher
 
 
+#: Keys in the order an MGET reads them: a key, or a (prefix, ids) group of prefix + each id.
+KeySegments = list[str | tuple[str, list[str]]]
+
+
 @dataclass(frozen=True)
 class _ReadPlan:
     """One request's read: the keys of its MGET, and where each candidate's record comes from
@@ -332,10 +337,21 @@ class _ReadPlan:
 
     live: _LiveVersion
     match: QueryMatch
-    item_ids: Sequence[str]
+    item_ids: list[str]
     cached: list[bytes | None]
-    unread_ids: Sequence[str]
-    keys: list[str]
+    unread_ids: list[str]
+    segments: KeySegments
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key, spelled out (the read that is not sent packed: a cluster's, a first's)."""
+        keys: list[str] = []
+        for segment in self.segments:
+            if isinstance(segment, str):
+                keys.append(segment)
+            else:
+                keys += map(segment[0].__add__, segment[1])
+        return keys
 
 
 @dataclass(frozen=True)
@@ -496,7 +512,8 @@ class RedisStore:
         if live is None or not isinstance(client, PipelinedConnection) or not client.is_open:
             return None  # (checked before planning: `fetch` would plan again)
         plan = self._plan(live, user_id, query, item_ids)
-        sent = client.send_now("MGET", *plan.keys)
+        # Packed in C, keys and all: building 2N key strings for hiredis to pack cost more.
+        sent = client.send_packed_now(pack_keys("MGET", plan.segments))
         return None if sent is None else Prefetch(plan, sent)
 
     async def fetch(
@@ -523,19 +540,23 @@ class RedisStore:
         self, live: _LiveVersion, user_id: str, query: str, item_ids: Sequence[str]
     ) -> _ReadPlan:
         v, keys = live.version, self.keys
+        item_ids = item_ids if isinstance(item_ids, list) else list(item_ids)  # pack_keys' form
         match = live.matcher.match(query)
         cached = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
         if cached.count(None) == len(cached):  # nothing cached (or no cache): read every item
-            unread_ids: Sequence[str] = item_ids
+            unread_ids = item_ids
         else:
             unread_ids = [item_ids[k] for k, raw in enumerate(cached) if raw is None]
-        # Prefixes joined by map: C speed for the hundreds of keys of a request.
-        wanted = [keys.live, keys.meta(v), keys.user(v, user_id)]
-        wanted += map(keys.item(v, "").__add__, unread_ids)
+        segments: KeySegments = [
+            keys.live,
+            keys.meta(v),
+            keys.user(v, user_id),
+            (keys.item(v, ""), unread_ids),
+        ]
         if match.row >= 0:
-            wanted.append(keys.query(v, match.matched_text))
-            wanted += map(keys.pair_prefix(v, match.matched_text).__add__, item_ids)
-        return _ReadPlan(live, match, item_ids, cached, unread_ids, wanted)
+            segments.append(keys.query(v, match.matched_text))
+            segments.append((keys.pair_prefix(v, match.matched_text), item_ids))
+        return _ReadPlan(live, match, item_ids, cached, unread_ids, segments)
 
     async def _fetch_values(
         self, plan: _ReadPlan, sent: Sent | None = None

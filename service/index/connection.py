@@ -181,7 +181,7 @@ class PipelinedConnection:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        return await self._sent(protocol, args).result()
+        return await self._sent(protocol, _pack(args)).result()
 
     @property
     def is_open(self) -> bool:
@@ -192,13 +192,17 @@ class PipelinedConnection:
         """Send one command at once, without yielding to the event loop (None: the connection
         is not open, use `execute`). Its reply is awaited later (`Sent.result`), or dropped by
         `Sent.cancel`: the caller can work while Redis does."""
+        return self.send_packed_now(_pack(args))
+
+    def send_packed_now(self, packed: bytes) -> Sent | None:
+        """`send_now` of a command already in RESP bytes (e.g. `_kernels.pack_keys`'s)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             return None
-        return self._sent(protocol, args)
+        return self._sent(protocol, packed)
 
-    def _sent(self, protocol: _RespProtocol, args: tuple[str | bytes | int, ...]) -> Sent:
-        reply = protocol.send(_pack(args))
+    def _sent(self, protocol: _RespProtocol, packed: bytes) -> Sent:
+        reply = protocol.send(packed)
         return Sent(protocol, reply, asyncio.get_running_loop().time() + self.timeout_s)
 
     async def get(self, key: str) -> bytes | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import hiredis
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service._kernels import join_present, ranked_items, split_items, term_relevance
+from service._kernels import join_present, pack_keys, ranked_items, split_items, term_relevance
 from service.index.records import decode_pairs
 
 FLAGS: tuple[list[str], ...] = (
@@ -181,3 +182,36 @@ def test_pairs_and_items_refuse_records_of_the_wrong_size() -> None:
         split_items([b"\0" * 8], 8, 6, 0, 0, 0)
     with pytest.raises(TypeError):
         split_items([None], 8, 0, 0, 0, 0)  # type: ignore[list-item]
+
+
+_key_text = st.text(
+    st.characters(blacklist_categories=("Cs",)),  # lone surrogates have no UTF-8
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(_key_text, st.tuples(_key_text, st.lists(_key_text, max_size=6))),
+        max_size=6,
+    )
+)
+def test_packed_keys_are_the_bytes_hiredis_packs(
+    segments: list[str | tuple[str, list[str]]],
+) -> None:
+    keys = [
+        key
+        for segment in segments
+        for key in ([segment] if isinstance(segment, str) else [segment[0] + i for i in segment[1]])
+    ]
+    assert pack_keys("MGET", segments) == hiredis.pack_command(("MGET", *keys))
+
+
+def test_packed_keys_refuse_what_is_not_text() -> None:
+    with pytest.raises(TypeError):
+        pack_keys("MGET", [b"key"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        pack_keys("MGET", [("prefix:", [1])])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        pack_keys("MGET", [("prefix:",)])  # type: ignore[list-item]
