@@ -553,12 +553,127 @@ done:
     return out;
 }
 
+/* A 1-D buffer of `itemsize`-byte elements, strided or not (a column of a structured array),
+ * or an error naming `what`; element i lies at buf + i * strides[0]. */
+static int get_column(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, const char *what) {
+    if (PyObject_GetBuffer(object, view, PyBUF_STRIDES) < 0) {
+        return -1;
+    }
+    if (view->ndim != 1 || view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s must be 1-D with %zd-byte elements", what, itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Column `column` of an (N, F) int64 C-ordered buffer, checked against N. */
+static int get_out_column(PyObject *object, Py_buffer *view, Py_ssize_t column, Py_ssize_t n) {
+    if (PyObject_GetBuffer(object, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_ND) < 0) {
+        return -1;
+    }
+    if (view->ndim != 2 || view->itemsize != 8 || view->shape[0] != n || column < 0 ||
+        column >= view->shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "out must be (N, F) int64 with the column inside it");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(hash_buckets_doc,
+"hash_buckets(out, column, hashes, buckets, keep)\n\n"
+"out[:, column] = contract.FeatureField.buckets_of_hashes for a field of `buckets` buckets\n"
+"(1 + hash % (buckets - 1)) where `keep` (bool (N,)) holds, else the missing bucket 0;\n"
+"`hashes` u64 (N,); both may be strided (columns of a structured array).");
+
+static PyObject *hash_buckets(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *hashes_obj, *keep_obj;
+    Py_ssize_t column;
+    unsigned long long buckets;
+    if (!PyArg_ParseTuple(args, "OnOKO", &out_obj, &column, &hashes_obj, &buckets, &keep_obj)) {
+        return NULL;
+    }
+    if (buckets < 2) {
+        PyErr_SetString(PyExc_ValueError, "a hashed field needs buckets >= 2");
+        return NULL;
+    }
+    Py_buffer hashes, keep, out;
+    if (get_column(hashes_obj, &hashes, 8, "hashes") < 0) {
+        return NULL;
+    }
+    if (get_column(keep_obj, &keep, 1, "keep") < 0) {
+        PyBuffer_Release(&hashes);
+        return NULL;
+    }
+    Py_ssize_t n = hashes.shape[0];
+    if (keep.shape[0] != n) {
+        PyErr_SetString(PyExc_ValueError, "hashes and keep differ in length");
+        PyBuffer_Release(&hashes);
+        PyBuffer_Release(&keep);
+        return NULL;
+    }
+    if (get_out_column(out_obj, &out, column, n) < 0) {
+        PyBuffer_Release(&hashes);
+        PyBuffer_Release(&keep);
+        return NULL;
+    }
+    int64_t *o = (int64_t *)out.buf + column;
+    Py_ssize_t width = out.shape[1];
+    uint64_t modulus = (uint64_t)buckets - 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t hash;
+        memcpy(&hash, (const char *)hashes.buf + i * hashes.strides[0], 8);
+        char kept = *((const char *)keep.buf + i * keep.strides[0]);
+        o[i * width] = kept ? (int64_t)(hash % modulus) + 1 : 0;
+    }
+    PyBuffer_Release(&hashes);
+    PyBuffer_Release(&keep);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(int_buckets_doc,
+"int_buckets(out, column, values, buckets)\n\n"
+"out[:, column] = contract.FeatureField.encode for a field of small integers (not hashed)\n"
+"of `buckets` buckets: value + 1 for 0 <= value < buckets - 1, else the missing bucket 0;\n"
+"`values` int32 (N,), strided or not.");
+
+static PyObject *int_buckets(PyObject *self, PyObject *args) {
+    PyObject *out_obj, *values_obj;
+    Py_ssize_t column, buckets;
+    if (!PyArg_ParseTuple(args, "OnOn", &out_obj, &column, &values_obj, &buckets)) {
+        return NULL;
+    }
+    Py_buffer values, out;
+    if (get_column(values_obj, &values, 4, "values") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = values.shape[0];
+    if (get_out_column(out_obj, &out, column, n) < 0) {
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    int64_t *o = (int64_t *)out.buf + column;
+    Py_ssize_t width = out.shape[1];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t value;
+        memcpy(&value, (const char *)values.buf + i * values.strides[0], 4);
+        o[i * width] = value >= 0 && (Py_ssize_t)value < buckets - 1 ? (int64_t)value + 1 : 0;
+    }
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", split_items, METH_VARARGS, split_items_doc},
     {"join_present", join_present, METH_VARARGS, join_present_doc},
     {"term_relevance", term_relevance, METH_VARARGS, relevance_doc},
     {"ranked_items", ranked_items, METH_VARARGS, ranked_items_doc},
     {"pack_keys", pack_keys, METH_VARARGS, pack_keys_doc},
+    {"hash_buckets", hash_buckets, METH_VARARGS, hash_buckets_doc},
+    {"int_buckets", int_buckets, METH_VARARGS, int_buckets_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,3 +32,13 @@ def ranked_items(
     flags: tuple[list[str], ...],
 ) -> tuple[list[dict[str, Any]], bytes]: ...
 def pack_keys(command: str, segments: list[str | tuple[str, list[str]]]) -> bytes: ...
+def hash_buckets(
+    out: npt.NDArray[np.int64],
+    column: int,
+    hashes: npt.NDArray[np.uint64],
+    buckets: int,
+    keep: npt.NDArray[np.bool_],
+) -> None: ...
+def int_buckets(
+    out: npt.NDArray[np.int64], column: int, values: npt.NDArray[np.int32], buckets: int
+) -> None: ...

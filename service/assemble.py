@@ -20,12 +20,13 @@ the one evaluated offline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from service._kernels import hash_buckets, int_buckets
 from service.contract import (
     HISTORY_LENGTH,
     MISSING_BUCKET,
@@ -53,6 +54,8 @@ REQUEST_FIELDS = (
     "hour",
 )
 ITEM_FIELDS = ("item_id", "item_brand", "item_category", "item_price_bucket")
+#: The item fields whose hashes the index stores (contract.item_hashes).
+HASHED_ITEM_FIELDS = ("item_id", "item_brand")
 
 
 def _int_or_none(value: int) -> int | None:
@@ -74,26 +77,24 @@ class Assembler:
         if without_source:
             raise ValueError(f"no online source for the features {sorted(without_source)}")
         # Column positions, so a request fills each matrix with a few whole-column writes.
-        self._item_columns = [self.categorical.index(name) for name in ITEM_FIELDS]
+        self._item_columns = {name: self.categorical.index(name) for name in ITEM_FIELDS}
+        for name in HASHED_ITEM_FIELDS:
+            if not self.fields[name].hashed:
+                raise ValueError(f"{name}: the index stores its hashes; the field must be hashed")
         self._history_length_column = self.dense.index("history_length")
         self._query_length_column = self.dense.index("query_length")
         self._relevance_columns = [self.dense.index(name) for name in self.relevance]
 
-    def _hashed_column(
-        self,
-        name: str,
-        hashes: npt.NDArray[np.uint64],
-        from_index: npt.NDArray[np.bool_],
-        raw: Callable[[int], object],
-    ) -> npt.NDArray[np.int64]:
-        """Buckets of a hashed item field: from the index's precomputed hashes where it has
-        them (one vectorized modulo), from the raw values elsewhere (unknown, supplied)."""
-        field = self.fields[name]
-        out = field.buckets_of_hashes(hashes)
-        rest = np.flatnonzero(~from_index)
-        if len(rest):
-            out[rest] = field.encode([raw(i) for i in rest.tolist()])
-        return out
+    def _int_column(
+        self, out: npt.NDArray[np.int64], name: str, values: npt.NDArray[np.int32]
+    ) -> None:
+        """``out``'s column of a per-item integer field: in one C pass (`_kernels.int_buckets`,
+        the contract's rule for small integers) unless the contract hashes the field."""
+        field, column = self.fields[name], self._item_columns[name]
+        if field.hashed or field.buckets is None:
+            out[:, column] = field.encode(values)
+        else:
+            int_buckets(out, column, values, field.buckets)
 
     def assemble(
         self,
@@ -144,26 +145,25 @@ class Assembler:
             "is_search": fields["is_search"].encode_one(int(is_search)),
             "hour": fields["hour"].encode_one(hour),
         }
-        # An item the index lacks gets the missing id bucket: models trained with hidden
-        # items (train.unknown_item_share) learnt it as "unknown"; its own id's bucket would be
-        # one no training row updated.
-        item_id_bucket = fields["item_id"].buckets_of_hashes(c.id_hash)
-        item_id_bucket[~c.item_known] = MISSING_BUCKET
-        per_item = {
-            "item_id": item_id_bucket,
-            "item_brand": self._hashed_column(
-                "item_brand",
-                c.brand_hash,
-                c.item_known & (brand >= 0),
-                lambda i: _int_or_none(int(brand[i])),
-            ),
-            "item_category": fields["item_category"].encode(category),
-            "item_price_bucket": fields["item_price_bucket"].encode(price),
-        }
         categorical = np.empty((n, len(self.categorical)), dtype=np.int64)
         categorical[:] = [per_request.get(name, MISSING_BUCKET) for name in self.categorical]
-        for name, at in zip(ITEM_FIELDS, self._item_columns, strict=True):
-            categorical[:, at] = per_item[name]
+        # Item ids and brands are bucketed from the hashes the index stores (one C pass each).
+        # An item the index lacks gets the missing id bucket: models trained with hidden items
+        # (train.unknown_item_share) learnt it as "unknown"; its own id's bucket would be one no
+        # training row updated.
+        item_id, item_brand = fields["item_id"], fields["item_brand"]
+        assert item_id.buckets is not None and item_brand.buckets is not None
+        columns = self._item_columns
+        hash_buckets(categorical, columns["item_id"], c.id_hash, item_id.buckets, c.item_known)
+        brand_from_index = c.item_known & (brand >= 0)
+        hash_buckets(
+            categorical, columns["item_brand"], c.brand_hash, item_brand.buckets, brand_from_index
+        )
+        if filled:  # a brand the request supplies for an item the index lacks: hashed here
+            for i in np.flatnonzero(~brand_from_index & (brand >= 0)).tolist():
+                categorical[i, columns["item_brand"]] = item_brand.encode_one(int(brand[i]))
+        self._int_column(categorical, "item_category", category)
+        self._int_column(categorical, "item_price_bucket", price)
         dense = np.empty((n, len(self.dense)), dtype=np.float32)
         dense[:, self._history_length_column] = len(u.history_query_vec) / HISTORY_LENGTH
         dense[:, self._query_length_column] = len(tokenize(query)) / 4.0

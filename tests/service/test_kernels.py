@@ -14,7 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service._kernels import join_present, pack_keys, ranked_items, split_items, term_relevance
+from service._kernels import (
+    hash_buckets,
+    int_buckets,
+    join_present,
+    pack_keys,
+    ranked_items,
+    split_items,
+    term_relevance,
+)
+from service.contract import FeatureField
 from service.index.records import decode_pairs
 
 FLAGS: tuple[list[str], ...] = (
@@ -215,3 +224,47 @@ def test_packed_keys_refuse_what_is_not_text() -> None:
         pack_keys("MGET", [("prefix:", [1])])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         pack_keys("MGET", [("prefix:",)])  # type: ignore[list-item]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.booleans()), max_size=30),
+    st.integers(2, 2**40),
+)
+def test_hash_buckets_are_the_contracts_buckets_of_hashes(
+    rows: list[tuple[int, bool]], buckets: int
+) -> None:
+    field = FeatureField("item_id", "item", "categorical", buckets=buckets)
+    # strided, as the item records' columns are: a field of a structured array
+    table = np.zeros(len(rows), dtype=[("hash", "<u8"), ("pad", "<i4")])
+    table["hash"] = [h for h, _ in rows]
+    keep = np.array([k for _, k in rows], dtype=bool)
+    out = np.full((len(rows), 3), -7, dtype=np.int64)
+    hash_buckets(out, 1, table["hash"], buckets, keep)
+    want = np.where(keep, field.buckets_of_hashes(table["hash"]), 0)
+    assert out[:, 1].tolist() == want.tolist()
+    assert (out[:, [0, 2]] == -7).all()  # the other columns untouched
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=30), st.integers(2, 300))
+def test_int_buckets_are_the_contracts_encoding_of_small_integers(
+    values: list[int], buckets: int
+) -> None:
+    field = FeatureField("item_category", "item", "categorical", buckets=buckets, hashed=False)
+    column = np.array(values, dtype=np.int32)
+    out = np.zeros((len(values), 2), dtype=np.int64)
+    int_buckets(out, 0, column, buckets)
+    assert out[:, 0].tolist() == field.encode(column).tolist()
+
+
+def test_buckets_refuse_a_column_outside_the_matrix_or_of_another_type() -> None:
+    out, keep = np.zeros((2, 2), dtype=np.int64), np.ones(2, dtype=bool)
+    with pytest.raises(ValueError):
+        hash_buckets(out, 2, np.zeros(2, np.uint64), 10, keep)
+    with pytest.raises(ValueError):
+        hash_buckets(out, 0, np.zeros(3, np.uint64), 10, np.ones(3, dtype=bool))
+    with pytest.raises(TypeError):
+        int_buckets(out, 0, np.zeros(2, np.int64), 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        int_buckets(out.T.copy()[:1], 0, np.zeros(2, np.int32), 10)
