@@ -666,6 +666,62 @@ static PyObject *int_buckets(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(plain_item_ids_doc,
+"plain_item_ids(candidates) -> list[str] | None\n\n"
+"The candidates' ids if every candidate is exactly {'item_id': <a non-empty str>} and no id\n"
+"repeats; else None (the body is not plain: the model's path validates it).");
+
+static PyObject *plain_item_ids(PyObject *self, PyObject *args) {
+    PyObject *candidates;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &candidates)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(candidates);
+    if (n == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *ids = PyList_New(n);
+    PyObject *seen = PySet_New(NULL);
+    if (ids == NULL || seen == NULL) {
+        goto failed;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *candidate = PyList_GET_ITEM(candidates, i);
+        if (!PyDict_CheckExact(candidate) || PyDict_GET_SIZE(candidate) != 1) {
+            goto not_plain;
+        }
+        PyObject *id = PyDict_GetItemWithError(candidate, key_item_id);
+        if (id == NULL) {
+            if (PyErr_Occurred()) {
+                goto failed;
+            }
+            goto not_plain;
+        }
+        if (!PyUnicode_CheckExact(id) || PyUnicode_GET_LENGTH(id) == 0) {
+            goto not_plain;
+        }
+        Py_ssize_t before = PySet_GET_SIZE(seen);
+        if (PySet_Add(seen, id) < 0) {
+            goto failed;
+        }
+        if (PySet_GET_SIZE(seen) == before) { /* a repeat */
+            goto not_plain;
+        }
+        Py_INCREF(id);
+        PyList_SET_ITEM(ids, i, id);
+    }
+    Py_DECREF(seen);
+    return ids;
+not_plain:
+    Py_DECREF(ids);
+    Py_DECREF(seen);
+    Py_RETURN_NONE;
+failed:
+    Py_XDECREF(ids);
+    Py_XDECREF(seen);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", split_items, METH_VARARGS, split_items_doc},
     {"join_present", join_present, METH_VARARGS, join_present_doc},
@@ -674,6 +730,7 @@ static PyMethodDef methods[] = {
     {"pack_keys", pack_keys, METH_VARARGS, pack_keys_doc},
     {"hash_buckets", hash_buckets, METH_VARARGS, hash_buckets_doc},
     {"int_buckets", int_buckets, METH_VARARGS, int_buckets_doc},
+    {"plain_item_ids", plain_item_ids, METH_VARARGS, plain_item_ids_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from service._kernels import plain_item_ids
 from service.errors import ErrorCode, ServiceError, field_error, from_validation
 from service.settings import Settings
 
@@ -150,18 +151,7 @@ def _from_plain(plain: _PlainRankRequest) -> RankRequest | None:
     """The `RankRequest` pydantic would make of this body, or None where the body's candidates
     are not all plain, distinct and non-empty ids (the model's path then validates it, and
     names what is wrong)."""
-    candidates = plain.candidates
-    try:
-        item_ids = list(map(ITEM_ID, candidates))
-    except KeyError:
-        return None
-    plain_ids = (
-        item_ids
-        and sum(map(len, candidates)) == len(candidates)  # item_id is each one's only key
-        and min(map(len, item_ids)) > 0
-        and len(set(item_ids)) == len(item_ids)
-    )
-    if not plain_ids:
+    if plain_item_ids(plain.candidates) is None:  # one C pass over the candidates
         return None
     given = _given(plain, _REQUEST_FIELDS)
     context = given.get("context")

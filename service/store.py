@@ -203,11 +203,18 @@ def unknown_user(dim: int) -> UserFeatures:
 
 
 def _misses(query: QueryMatch, user: UserFeatures, c: CandidateFeatures) -> dict[MissKind, int]:
-    pair_misses = int((c.item_known & ~c.pair_known).sum()) if query.row >= 0 else 0
+    # count_nonzero, not sum: a bool sum goes through add.reduce's casting loop (~5x slower)
+    n, known = len(c.item_known), int(np.count_nonzero(c.item_known))
+    if query.row < 0:
+        pair_misses = 0
+    elif known == n:  # the usual case: no mask to build
+        pair_misses = n - int(np.count_nonzero(c.pair_known))
+    else:
+        pair_misses = known - int(np.count_nonzero(c.item_known & c.pair_known))
     return {
         "query": int(query.kind == "none"),
         "user": int(not user.known),
-        "item": int((~c.item_known).sum()),
+        "item": n - known,
         "pair": pair_misses,
     }
 

@@ -19,6 +19,7 @@ from service._kernels import (
     int_buckets,
     join_present,
     pack_keys,
+    plain_item_ids,
     ranked_items,
     split_items,
     term_relevance,
@@ -268,3 +269,25 @@ def test_buckets_refuse_a_column_outside_the_matrix_or_of_another_type() -> None
         int_buckets(out, 0, np.zeros(2, np.int64), 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         int_buckets(out.T.copy()[:1], 0, np.zeros(2, np.int32), 10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"item_id": st.sampled_from(["a", "b", "c", "d", "é", ""])}),
+            st.dictionaries(st.sampled_from(["item_id", "features", "x"]), st.just("a")),
+        ),
+        max_size=6,
+    )
+)
+def test_plain_item_ids_accept_exactly_distinct_non_empty_ids_alone(
+    candidates: list[dict[str, str]],
+) -> None:
+    ids = [c.get("item_id") for c in candidates]
+    plain = (
+        bool(candidates)
+        and all(list(c) == ["item_id"] and c["item_id"] for c in candidates)
+        and len(set(ids)) == len(ids)
+    )
+    assert plain_item_ids(candidates) == (ids if plain else None)
