@@ -207,33 +207,16 @@ static PyObject *term_relevance(PyObject *self, PyObject *args) {
                           &out_obj)) {
         return NULL;
     }
-    Py_buffer hashes, offsets, counts, query, out;
-    if (get_array(hashes_obj, &hashes, 8, 0, "hashes") < 0) {
-        return NULL;
-    }
-    if (get_array(offsets_obj, &offsets, 8, 0, "offsets") < 0) {
-        PyBuffer_Release(&hashes);
-        return NULL;
-    }
-    if (get_array(counts_obj, &counts, 8, 0, "title_counts") < 0) {
-        PyBuffer_Release(&hashes);
-        PyBuffer_Release(&offsets);
-        return NULL;
-    }
-    if (get_array(query_obj, &query, 8, 0, "query_terms") < 0) {
-        PyBuffer_Release(&hashes);
-        PyBuffer_Release(&offsets);
-        PyBuffer_Release(&counts);
-        return NULL;
-    }
-    if (get_array(out_obj, &out, 4, 1, "out") < 0) {
-        PyBuffer_Release(&hashes);
-        PyBuffer_Release(&offsets);
-        PyBuffer_Release(&counts);
-        PyBuffer_Release(&query);
-        return NULL;
-    }
+    /* Zeroed views: releasing one never acquired is a no-op, so every exit releases all. */
+    Py_buffer hashes = {0}, offsets = {0}, counts = {0}, query = {0}, out = {0};
     PyObject *full = NULL;
+    if (get_array(hashes_obj, &hashes, 8, 0, "hashes") < 0 ||
+        get_array(offsets_obj, &offsets, 8, 0, "offsets") < 0 ||
+        get_array(counts_obj, &counts, 8, 0, "title_counts") < 0 ||
+        get_array(query_obj, &query, 8, 0, "query_terms") < 0 ||
+        get_array(out_obj, &out, 4, 1, "out") < 0) {
+        goto done;
+    }
     Py_ssize_t n = counts.len / 8, n_hashes = hashes.len / 8, k = query.len / 8;
     const uint64_t *h = hashes.buf, *q = query.buf;
     const int64_t *bounds = offsets.buf, *title = counts.buf;
@@ -335,29 +318,17 @@ static PyObject *ranked_items(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "ranked_items: flags must hold the 4 codes' lists");
         return NULL;
     }
-    Py_buffer scores, known, pair, described = {0};
+    Py_buffer scores = {0}, known = {0}, pair = {0}, described = {0};  /* as in term_relevance */
     int has_described = described_obj != Py_None;
-    if (get_array(scores_obj, &scores, 4, 0, "scores") < 0) {
-        return NULL;
-    }
-    if (get_array(known_obj, &known, 1, 0, "item_known") < 0) {
-        PyBuffer_Release(&scores);
-        return NULL;
-    }
-    if (get_array(pair_obj, &pair, 1, 0, "pair_known") < 0) {
-        PyBuffer_Release(&scores);
-        PyBuffer_Release(&known);
-        return NULL;
-    }
-    if (has_described && get_array(described_obj, &described, 1, 0, "described") < 0) {
-        PyBuffer_Release(&scores);
-        PyBuffer_Release(&known);
-        PyBuffer_Release(&pair);
-        return NULL;
-    }
     PyObject *items = NULL, *order = NULL, *result = NULL;
     Scored *ranked = NULL;
     Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (get_array(scores_obj, &scores, 4, 0, "scores") < 0 ||
+        get_array(known_obj, &known, 1, 0, "item_known") < 0 ||
+        get_array(pair_obj, &pair, 1, 0, "pair_known") < 0 ||
+        (has_described && get_array(described_obj, &described, 1, 0, "described") < 0)) {
+        goto done;
+    }
     if (scores.len / 4 != n || known.len != n || pair.len != n ||
         (has_described && described.len != n)) {
         PyErr_SetString(PyExc_ValueError, "ranked_items: every column must have one per id");
@@ -415,9 +386,7 @@ done:
     PyBuffer_Release(&scores);
     PyBuffer_Release(&known);
     PyBuffer_Release(&pair);
-    if (has_described) {
-        PyBuffer_Release(&described);
-    }
+    PyBuffer_Release(&described);
     return result;
 }
 
@@ -598,25 +567,19 @@ static PyObject *hash_buckets(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a hashed field needs buckets >= 2");
         return NULL;
     }
-    Py_buffer hashes, keep, out;
-    if (get_column(hashes_obj, &hashes, 8, "hashes") < 0) {
-        return NULL;
-    }
-    if (get_column(keep_obj, &keep, 1, "keep") < 0) {
-        PyBuffer_Release(&hashes);
-        return NULL;
+    Py_buffer hashes = {0}, keep = {0}, out = {0}; /* as in term_relevance */
+    PyObject *result = NULL;
+    if (get_column(hashes_obj, &hashes, 8, "hashes") < 0 ||
+        get_column(keep_obj, &keep, 1, "keep") < 0) {
+        goto done;
     }
     Py_ssize_t n = hashes.shape[0];
     if (keep.shape[0] != n) {
         PyErr_SetString(PyExc_ValueError, "hashes and keep differ in length");
-        PyBuffer_Release(&hashes);
-        PyBuffer_Release(&keep);
-        return NULL;
+        goto done;
     }
     if (get_out_column(out_obj, &out, column, n) < 0) {
-        PyBuffer_Release(&hashes);
-        PyBuffer_Release(&keep);
-        return NULL;
+        goto done;
     }
     int64_t *o = (int64_t *)out.buf + column;
     Py_ssize_t width = out.shape[1];
@@ -627,10 +590,12 @@ static PyObject *hash_buckets(PyObject *self, PyObject *args) {
         char kept = *((const char *)keep.buf + i * keep.strides[0]);
         o[i * width] = kept ? (int64_t)(hash % modulus) + 1 : 0;
     }
+    result = Py_NewRef(Py_None);
+done:
     PyBuffer_Release(&hashes);
     PyBuffer_Release(&keep);
     PyBuffer_Release(&out);
-    Py_RETURN_NONE;
+    return result;
 }
 
 PyDoc_STRVAR(int_buckets_doc,
