@@ -1,9 +1,9 @@
 /* The request path's per-candidate loops in C: one pass where Python touched each candidate
  * several times (a slice, a list entry, a numpy call per column).
  *
- * Each function is the compiled twin of a Python reference that stays in the tree and defines
- * it (service/kernels.py names them; tests/service/test_kernels.py holds the two equal on
- * random and malformed input). Nothing here knows a record layout by heart: field offsets come
+ * Each function replaced numpy or list code that stays in tests/service/test_kernels.py as its
+ * reference (held equal, bit for bit, on random and malformed input); its caller in service/
+ * says what it is for. Nothing here knows a record layout by heart: field offsets come
  * from the caller, which reads them off the numpy dtype that owns the layout
  * (service/index/records.py). Outputs are bytes objects the caller views with np.frombuffer,
  * so the module needs only Python's C API (no numpy headers at build time).

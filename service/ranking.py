@@ -186,7 +186,7 @@ def _ranked_items(
     items, order = ranked_items(
         item_ids,
         np.ascontiguousarray(outputs["score"], dtype=np.float32),
-        -1 if top_k is None else top_k,
+        len(item_ids) if top_k is None else min(top_k, len(item_ids)),  # any int: a C size
         c.item_known,
         c.pair_known,
         features.query.match.row >= 0,

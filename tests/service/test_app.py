@@ -124,6 +124,18 @@ def test_top_k_and_explain_consistent_with_the_score(
         assert item["score"] == pytest.approx(tau * f / (1 - f + tau * f), abs=1e-5)
 
 
+def test_a_top_k_past_the_candidates_answers_every_candidate(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    body = _request(tiny_snapshot)
+    with serving(make_settings()) as client:
+        answers = [
+            client.post("/rank", json={**body, "top_k": top_k}) for top_k in (10**30, 2**63, 1)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [len(a.json()["items"]) for a in answers] == [len(body["candidates"])] * 2 + [1]
+
+
 LIMITS = {"max_candidates": 20, "max_string_length": 40, "max_body_bytes": 4096}
 
 
