@@ -120,6 +120,15 @@ def _widens(given: np.dtype[Any], taken: np.dtype[Any]) -> bool:
     return given.kind == taken.kind == "f" and np.can_cast(given, taken, "safe")
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """Inputs checked and padded for `OnnxRunner.execute`: N candidates in chunks of at most
+    the largest bucket, each (its candidate count, its feed padded to its bucket)."""
+
+    count: int
+    chunks: tuple[tuple[int, Arrays], ...]
+
+
 class OnnxRunner:
     """One ONNX graph ready to score candidates.
 
@@ -213,14 +222,31 @@ class OnnxRunner:
 
     def run(self, inputs: Mapping[str, npt.NDArray[Any]]) -> Arrays:
         """Score N candidates: pad to a bucket (or chunk), run, and cut the padding off."""
+        return self.execute(self.prepare(inputs))
+
+    def prepare(self, inputs: Mapping[str, npt.NDArray[Any]]) -> PreparedRun:
+        """The checks and the padding of `run`, without running the graph: what holds the GIL.
+
+        The service prepares on its event loop and executes on the inference thread, so that
+        thread, the worker's bottleneck under load, spends its time in ONNX Runtime (which
+        releases the GIL) and not in numpy copies that take the GIL back from the loop."""
         n = self._check(inputs)
         largest = self.settings.buckets[-1]
-        if n <= largest:
-            return self._run_bucket(inputs, 0, n)
-        parts = [self._run_bucket(inputs, s, min(s + largest, n)) for s in range(0, n, largest)]
+        chunks = [(start, min(start + largest, n)) for start in range(0, n, largest)]
+        return PreparedRun(n, tuple(self._padded(inputs, start, stop) for start, stop in chunks))
+
+    def execute(self, prepared: PreparedRun) -> Arrays:
+        """Run prepared feeds and cut the padding off: outputs (N, ...) by name."""
+        parts = [self._run_feed(n, feed) for n, feed in prepared.chunks]
+        if len(parts) == 1:
+            return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
-    def _run_bucket(self, inputs: Mapping[str, npt.NDArray[Any]], start: int, stop: int) -> Arrays:
+    def _padded(
+        self, inputs: Mapping[str, npt.NDArray[Any]], start: int, stop: int
+    ) -> tuple[int, Arrays]:
+        """Candidates ``start:stop`` padded with zeros to their bucket, request-level inputs as
+        they are, each in the graph's dtype: (the chunk's candidate count, the feed)."""
         n = stop - start
         bucket = self.bucket_for(n)
         feed: Arrays = {}
@@ -231,7 +257,11 @@ class OnnxRunner:
                 padded[:n] = array[start:stop]
                 array = padded
             feed[spec.name] = np.ascontiguousarray(array, dtype=spec.dtype)
+        return n, feed
+
+    def _run_feed(self, n: int, feed: Arrays) -> Arrays:
         if self._use_binding:
+            bucket = next(len(feed[i.name]) for i in self.inputs if i.per_candidate)
             outputs = self._run_bound(bucket, feed)
         else:
             outputs = self.session.run(list(self.output_names), feed)

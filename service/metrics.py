@@ -105,6 +105,13 @@ QUEUE_WAIT = Histogram(
     "Time a ranking request waited between its arrival and its handler (the event loop's queue)",
     buckets=LATENCY_BUCKETS,
 )
+INFERENCE_THREAD = Histogram(
+    "ranker_inference_thread_seconds",
+    "Inferences handed to the inference threads, by phase: wait (from the hand-off until a "
+    "thread starts it) and run (the graph's run there, the GIL's hand-backs included)",
+    ["model", "phase"],
+    buckets=LATENCY_BUCKETS,
+)
 LOOP_LAG = Histogram(
     "ranker_event_loop_lag_seconds",
     "How late the event loop ran a timer (how long any ready callback waits for the loop)",
@@ -139,6 +146,9 @@ EXPORTED = {
     "ranker_queue_wait_seconds_bucket",
     "ranker_queue_wait_seconds_count",
     "ranker_queue_wait_seconds_sum",
+    "ranker_inference_thread_seconds_bucket",
+    "ranker_inference_thread_seconds_count",
+    "ranker_inference_thread_seconds_sum",
     "ranker_event_loop_lag_seconds_bucket",
     "ranker_event_loop_lag_seconds_count",
     "ranker_event_loop_lag_seconds_sum",

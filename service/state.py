@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,16 +99,31 @@ class ServiceState:
         (~0.1-0.3 ms here) and buys nothing when no other request is there to be parsed or
         fetched meanwhile; a request that arrives during an inline inference waits for it.
         Work off the response path (a shadow score: ``answering=False``) always goes to the
-        pool, so it never holds the loop while a response is being written."""
+        pool, so it never holds the loop while a response is being written. On the pool only
+        ONNX Runtime's run happens on the thread; the inputs are checked and padded here."""
         alone = answering and self.in_flight <= 1 and self.pool_runs == 0
         if self.inference_pool is None or alone:
             return model.runner.run(inputs)
+        # Checked and padded here, run there: under load the inference thread is the worker's
+        # bottleneck, and each numpy copy on it gave the GIL up and waited for the loop to
+        # hand it back (docs/PERFORMANCE.md, "Where the open loop's limit is").
+        prepared = model.runner.prepare(inputs)
+        handed = time.perf_counter()
+
+        def execute() -> tuple[dict[str, npt.NDArray[Any]], float, float]:
+            began = time.perf_counter()
+            return model.runner.execute(prepared), began, time.perf_counter()
+
         loop = asyncio.get_running_loop()
         self.pool_runs += 1
         try:
-            return await loop.run_in_executor(self.inference_pool, model.runner.run, inputs)
+            outputs, began, ended = await loop.run_in_executor(self.inference_pool, execute)
         finally:
             self.pool_runs -= 1
+        # Whether the thread is the bottleneck: its run time per second is its busy share.
+        metrics.child(metrics.INFERENCE_THREAD, model.name, "wait").observe(began - handed)
+        metrics.child(metrics.INFERENCE_THREAD, model.name, "run").observe(ended - began)
+        return outputs
 
     def serve_model(self, model: LoadedModel) -> None:
         """Serve ``model`` under its name (replacing any) and update the info gauge."""

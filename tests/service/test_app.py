@@ -549,16 +549,16 @@ def test_inference_runs_on_its_threads_and_scores_the_same(
     with serving(make_settings(inference_threads=threads)) as client:
         state = client.app.state.service  # type: ignore[attr-defined]
         runner = state.registry.get("prectr").runner
-        run = runner.run
+        execute = runner.execute  # the graph's run, inline or on a thread
 
-        def spy(inputs: dict[str, Any]) -> dict[str, Any]:
+        def spy(prepared: Any) -> dict[str, Any]:
             ran_on.append(threading.current_thread().name)
-            return run(inputs)
+            return execute(prepared)
 
         def another_in_flight(change: int) -> None:
             state.in_flight += change  # on the loop's thread, as the handlers change it
 
-        runner.run = spy
+        runner.execute = spy
         answers = [client.post("/rank", json=body).json() for _ in range(2)]
         client.portal.call(another_in_flight, 1)  # type: ignore[union-attr]
         answers.append(client.post("/rank", json=body).json())

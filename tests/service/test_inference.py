@@ -43,6 +43,22 @@ def test_padding_and_chunking_do_not_change_any_score(prectr: ModelPackage, tiny
             np.testing.assert_allclose(got[name], values, atol=1e-6)
 
 
+def test_a_prepared_run_is_the_run_in_two_steps(prectr: ModelPackage, tiny_runs: Any) -> None:
+    """`prepare` pads each chunk to its bucket (the service does it on the event loop),
+    `execute` runs them: together exactly `run`."""
+    inputs = random_inputs("prectr", _spec(tiny_runs), 45, seed=5)
+    runner = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu", buckets=(4, 16)))
+    prepared = runner.prepare(inputs)
+    assert prepared.count == 45
+    assert [n for n, _ in prepared.chunks] == [16, 16, 13]
+    for _, feed in prepared.chunks:
+        assert len(feed["item_vec"]) == 16 and len(feed["query_vec"]) == 1
+    got, want = runner.execute(prepared), runner.run(inputs)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_io_binding_gives_the_same_outputs(prectr: ModelPackage, tiny_runs: Any) -> None:
     spec = _spec(tiny_runs)
     plain = OnnxRunner(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
@@ -138,7 +154,8 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
 ) -> None:
     """A ranking alone in flight is inferred on the event loop (the hand-off would buy
     nothing); with another ranking in flight, or an inference already on the pool, or off the
-    response path (a shadow score), it runs on the inference thread."""
+    response path (a shadow score), its graph runs on the inference thread, prepared on the
+    loop."""
     import asyncio
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -148,14 +165,19 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
     from service.state import ServiceState
 
     threads: list[str] = []
+    preparing: list[str] = []
 
     class Recording(OnnxRunner):
-        def run(self, inputs: Any) -> Any:
+        def prepare(self, inputs: Any) -> Any:
+            preparing.append(threading.current_thread().name)
+            return super().prepare(inputs)
+
+        def execute(self, prepared: Any) -> Any:
             threads.append(threading.current_thread().name)
-            return super().run(inputs)
+            return super().execute(prepared)
 
     runner = Recording(prectr.graph_path("fp32"), RunnerSettings(device="cpu"))
-    model = SimpleNamespace(runner=runner)
+    model = SimpleNamespace(name="prectr", runner=runner)
     inputs = random_inputs("prectr", _spec(tiny_runs), 5, seed=0)
     state = ServiceState(Settings(store="redis"))
     state.inference_pool = ThreadPoolExecutor(1, "inference")
@@ -176,4 +198,6 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
     loop_thread = threading.current_thread().name
     assert threads[0] == loop_thread
     assert all(name.startswith("inference") for name in threads[1:]), threads
+    # the checks and the padding stay on the loop: the thread only runs the graph
+    assert preparing == [loop_thread] * 4
     assert state.pool_runs == 1  # the counter was set by hand above; infer leaves it as found
