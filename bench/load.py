@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import orjson
+import uvloop
 
 from bench.cpu import CpuSample, cpu_use, describe_cpu
 from bench.measure import stats
@@ -112,6 +113,14 @@ class HttpClient:
         self.idle.clear()
 
 
+def answer_timing(body: bytes) -> dict[str, float]:
+    """A ranking's ``timing_ms`` without decoding its items: the last field of that name in
+    the answer (a name inside a string value would be escaped), an object of numbers."""
+    start = body.rindex(b'"timing_ms":') + len(b'"timing_ms":')
+    timing: dict[str, float] = orjson.loads(body[start : body.index(b"}", start) + 1])
+    return timing
+
+
 def open_loop(
     base: str,
     bodies: list[Body],
@@ -162,7 +171,7 @@ def open_loop(
             statuses[str(status)] += 1
             if status == 200:
                 latencies.append(loop.time() - scheduled)
-                stages = orjson.loads(body)["timing_ms"]
+                stages = answer_timing(body)
                 queued.append(stages.get("queue", 0.0) / 1000)
                 in_server.append((stages.get("queue", 0.0) + stages["total"]) / 1000)
 
@@ -170,7 +179,9 @@ def open_loop(
         spans.append(CpuSample.take(groups))
         client.close()
 
-    asyncio.run(run())
+    # uvloop: the load generator's own CPU competes with the service for the machine's cores,
+    # and it spent ~0.4 ms a request on asyncio's loop (its send lag reached 15 ms at p99).
+    uvloop.run(run())
     shed = statuses["503"] + statuses["504"]
     nan = [float("nan")]
     return {
@@ -202,11 +213,15 @@ def rising_curve(
     rates would only queue or shed."""
     curve: list[dict[str, Any]] = []
     for rate in rates:
-        point = open_loop(base, bodies, rate, seconds, seed, watched)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            before = fetch_counters(http)
+            point = open_loop(base, bodies, rate, seconds, seed, watched)
+            point["inference_thread"] = inference_thread_use(before, fetch_counters(http), seconds)
         curve.append(point)
         progress(
             f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "
             f"{point['p99']:.1f} ms, shed {point['shed_share']:.1%}; {describe_cpu(point['cpu'])}"
+            f"{describe_inference_thread(point['inference_thread'])}"
         )
         if (
             not within(point, objective_ms)
@@ -215,6 +230,28 @@ def rising_curve(
         ):
             break
     return curve
+
+
+def inference_thread_use(
+    before: Mapping[str, float], after: Mapping[str, float], seconds: float
+) -> dict[str, float] | None:
+    """How busy the service's inference threads were over a point (run seconds per second:
+    1.0 is one thread always running) and how long a hand-off waited for one, in ms (None:
+    no inference went to a thread)."""
+    handed = after["handed"] - before["handed"]
+    if handed <= 0:
+        return None
+    return {
+        "busy": round((after["run_s"] - before["run_s"]) / seconds, 3),
+        "wait_ms_mean": round((after["wait_s"] - before["wait_s"]) / handed * 1000, 3),
+        "handed": int(handed),
+    }
+
+
+def describe_inference_thread(use: Mapping[str, float] | None) -> str:
+    if use is None:
+        return ""
+    return f"; inference thread {use['busy']:.0%} busy, wait {use['wait_ms_mean']:.1f} ms"
 
 
 def within(point: Mapping[str, Any], objective_ms: float) -> bool:
@@ -235,13 +272,23 @@ def held_through(curve: Sequence[Mapping[str, Any]], objective_ms: float) -> flo
 
 
 def fetch_counters(http: httpx.Client) -> dict[str, float]:
-    """The service's item cache hits and misses, Redis reply bytes and answered rankings."""
+    """The service's item cache hits and misses, Redis reply bytes, answered rankings, and its
+    inference threads' run and wait seconds and hand-offs (summed over models)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     totals = {"hit": 0.0, "miss": 0.0, "bytes": 0.0, "requests": 0.0}
+    totals |= {"run_s": 0.0, "wait_s": 0.0, "handed": 0.0}
     for family in text_string_to_metric_families(http.get("/metrics").text):
         for sample in family.samples:
-            if sample.name == "ranker_item_cache_lookups_total":
+            if sample.name.startswith("ranker_inference_thread_seconds"):
+                phase, kind = sample.labels["phase"], sample.name.rsplit("_", 1)[1]
+                if phase == "run" and kind == "sum":
+                    totals["run_s"] += sample.value
+                elif phase == "wait" and kind == "sum":
+                    totals["wait_s"] += sample.value
+                elif phase == "wait" and kind == "count":
+                    totals["handed"] += sample.value
+            elif sample.name == "ranker_item_cache_lookups_total":
                 totals[sample.labels["result"]] += sample.value
             elif sample.name == "ranker_store_read_bytes_total":
                 totals["bytes"] += sample.value

@@ -100,7 +100,7 @@ def render_load_markdown(result: LoadResult) -> str:
         "alone, and the busy share of its machine's cores.",
         "",
         row([*POINT_HEADERS, "CPU ms a request: client", "load machine busy"]),
-        row(["---:"] * 10),
+        row(["---:"] * 11),
     ]
     lines += [row([*point_cells(p), *cpu_cells(p, ("load generator",))]) for p in result.curve]
     held = result.max_rate_within_objective

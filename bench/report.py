@@ -46,12 +46,13 @@ POINT_HEADERS = (
     "p99 ms",
     "client lag p99",
     "in server p99",
+    "inference thread busy / wait ms",
 )
 
 
 def point_cells(point: Mapping[str, Any]) -> list[object]:
     """An open-loop point's rate, requests sent, errors, share shed, p50 and p99, the load
-    generator's send lag and the in-server time (p99s, ms)."""
+    generator's send lag and the in-server time (p99s, ms), and its inference threads' use."""
     return [
         f"{point['rate']:g}",
         point["sent"],
@@ -61,7 +62,14 @@ def point_cells(point: Mapping[str, Any]) -> list[object]:
         f"{point['p99']:.1f}",
         f"{point['client_lag']['p99']:.1f}",
         f"{point['in_server']['p99']:.1f}",
+        inference_thread_cell(point.get("inference_thread")),
     ]
+
+
+def inference_thread_cell(use: Mapping[str, Any] | None) -> str:
+    """Busy share / mean wait of the inference threads ("-": none used, or a report written
+    before the bench measured it)."""
+    return "-" if use is None else f"{use['busy']:.0%} / {use['wait_ms_mean']:.1f}"
 
 
 def _ms2(value: float) -> str:
@@ -184,7 +192,7 @@ def render_markdown(result: BenchResult) -> str:
                     "machine busy",
                 ]
             ),
-            row(["---", *["---:"] * 10]),
+            row(["---", *["---:"] * 11]),
         ]
         for mode, run in t["modes"].items():
             lines += [row([mode, *point_cells(p), *cpu_cells(p)]) for p in run["curve"]]
