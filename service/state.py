@@ -106,7 +106,7 @@ class ServiceState:
             return model.runner.run(inputs)
         # Checked and padded here, run there: under load the inference thread is the worker's
         # bottleneck, and each numpy copy on it gave the GIL up and waited for the loop to
-        # hand it back (docs/PERFORMANCE.md, "Where the open loop's limit is").
+        # hand it back (docs/ARCHITECTURE.md, Decisions: "The inference thread runs the graph").
         prepared = model.runner.prepare(inputs)
         handed = time.perf_counter()
 
