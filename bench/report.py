@@ -295,8 +295,8 @@ def render_markdown(result: BenchResult) -> str:
             f"- serving process (one worker, models {models}, Redis store): "
             f"**{mem['service_rss_mib']} MiB** resident; torch loaded: {mem['torch_loaded']}",
             f"- Redis bytes per record (MEMORY USAGE, mean of 200): item "
-            f"{mem['redis_bytes_per_item']}, user {mem['redis_bytes_per_user']}, pair "
-            f"{mem['redis_bytes_per_pair']}",
+            f"{mem['redis_bytes_per_item']}, user {mem['redis_bytes_per_user']}, query "
+            f"(with its pairs) {mem['redis_bytes_per_query']}",
             f"- index load: {result.index_load['keys']:,} keys at "
             f"{result.index_load['keys_per_second']:,} keys/s",
             "",

@@ -60,9 +60,8 @@ def fetch_keys(body: Body, keys: KeySchema, version: str, matcher: QueryMatcher)
     wanted = [keys.live, keys.meta(version), keys.user(version, body["user_id"])]
     wanted += [keys.item(version, i) for i in items]
     match = matcher.match(body["query"])
-    if match.row >= 0:
+    if match.row >= 0:  # the query's record holds its pairs
         wanted.append(keys.query(version, match.matched_text))
-        wanted += [keys.pair(version, match.matched_text, i) for i in items]
     return wanted
 
 

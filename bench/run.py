@@ -240,7 +240,6 @@ def _memory(run: _Run, service: ServiceProcess) -> None:
         used = [client.memory_usage(make_key(int(r))) or 0 for r in rows]
         return round(float(np.mean(used)), 1)
 
-    pairs_query, pairs_item = np.asarray(snapshot.pair_query), np.asarray(snapshot.pair_item)
     result.memory = {
         "service_rss_mib": resident_mib(pid),
         "torch_loaded": torch_mapped(pid),
@@ -251,13 +250,8 @@ def _memory(run: _Run, service: ServiceProcess) -> None:
         "redis_bytes_per_user": usage(
             lambda r: keys.user(version, snapshot.user_key[r]), len(snapshot.user_key)
         ),
-        "redis_bytes_per_pair": usage(
-            lambda r: keys.pair(
-                version,
-                snapshot.query_text[int(pairs_query[r])],
-                snapshot.item_key[int(pairs_item[r])],
-            ),
-            len(pairs_query),
+        "redis_bytes_per_query": usage(
+            lambda r: keys.query(version, snapshot.query_text[r]), len(snapshot.query_text)
         ),
         "index_records": record_count(snapshot),
     }

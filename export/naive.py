@@ -1,10 +1,10 @@
 """The naive ranking path the benchmark compares the service with.
 
 What a first version assembled from a pile of scripts does: the torch model in the request path
-(in its served form, so both paths compute the same scores), one Redis GET per key (user, query,
-every item, every pair, one after the other), no candidate buckets, no warm-up. Feature assembly
-is the service's own (`service.assemble`), so the comparison is about the fetch and the runtime,
-not about a strawman's features.
+(in its served form, so both paths compute the same scores), one Redis GET per key (user, query
+with its pairs, every item, one after the other), no candidate buckets, no warm-up. Feature
+assembly is the service's own (`service.assemble`), so the comparison is about the fetch and the
+runtime, not about a strawman's features.
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ from torch import nn
 from service.assemble import Assembler
 from service.index.keys import KeySchema
 from service.index.lexical import QueryMatcher
-from service.index.records import decode_pairs, decode_query
+from service.index.records import decode_query
 from service.index.snapshot import VECTOR_DTYPE
-from service.store import QueryFeatures, RequestFeatures, candidate_features, user_features
+from service.store import (
+    QueryFeatures,
+    RequestFeatures,
+    candidate_features,
+    place_pairs,
+    user_features,
+)
 
 
 class NaiveRanker:
@@ -52,18 +58,13 @@ class NaiveRanker:
         match = self.matcher.match(query)
         user = user_features(self._get(self.keys.user(v, user_id)), dim)
         q = QueryFeatures(match, -1, np.zeros(dim, dtype=VECTOR_DTYPE))
-        if match.row >= 0:
-            raw_query = self._get(self.keys.query(v, match.matched_text))
-            if raw_query is not None:
-                record = decode_query(raw_query, dim)
-                q = QueryFeatures(match, record.category, record.vec)
+        raw_query = self._get(self.keys.query(v, match.matched_text)) if match.row >= 0 else None
+        record = decode_query(raw_query, dim) if raw_query is not None else None
+        if record is not None:
+            q = QueryFeatures(match, record.category, record.vec)
         c = candidate_features([self._get(self.keys.item(v, item_id)) for item_id in item_ids], dim)
-        if match.row >= 0:
-            for i, item_id in enumerate(item_ids):
-                raw_pair = self._get(self.keys.pair(v, match.matched_text, item_id))
-                if raw_pair is not None:
-                    c.pair_known[i] = True
-                    c.pair_vec[i] = decode_pairs([raw_pair], dim)[1][0]
+        if record is not None:
+            place_pairs(c, record)
         return RequestFeatures(v, q, user, c, {})
 
     def rank(

@@ -127,56 +127,6 @@ static PyObject *split_items(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NNNNN)", heads, tails, title_stops, terms_at, offsets);
 }
 
-PyDoc_STRVAR(join_present_doc,
-"join_present(values, size) -> (joined, present)\n\n"
-"The values that are not None (each exactly `size` bytes, else ValueError) joined, and their\n"
-"positions in `values` as int64 bytes.");
-
-static PyObject *join_present(PyObject *self, PyObject *args) {
-    PyObject *values;
-    Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &values, &size)) {
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(values), found = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *raw = PyList_GET_ITEM(values, i);
-        if (raw == Py_None) {
-            continue;
-        }
-        if (!PyBytes_Check(raw)) {
-            PyErr_SetString(PyExc_TypeError, "values must be bytes or None");
-            return NULL;
-        }
-        if (PyBytes_GET_SIZE(raw) != size) {
-            PyErr_Format(PyExc_ValueError, "a record of %zd bytes where %zd were expected",
-                         PyBytes_GET_SIZE(raw), size);
-            return NULL;
-        }
-        found++;
-    }
-    char *joined_at = NULL, *present_at = NULL;
-    PyObject *joined = new_bytes(found * size, &joined_at);
-    PyObject *present = new_bytes(found * 8, &present_at);
-    if (joined == NULL || present == NULL) {
-        Py_XDECREF(joined);
-        Py_XDECREF(present);
-        return NULL;
-    }
-    Py_ssize_t at = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *raw = PyList_GET_ITEM(values, i);
-        if (raw == Py_None) {
-            continue;
-        }
-        memcpy(joined_at + at * size, PyBytes_AS_STRING(raw), (size_t)size);
-        int64_t position = (int64_t)i;
-        memcpy(present_at + at * 8, &position, 8);
-        at++;
-    }
-    return Py_BuildValue("(NN)", joined, present);
-}
-
 /* A contiguous buffer of `itemsize`-byte elements, or an error naming `what`. */
 static int get_array(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, int writable,
                      const char *what) {
@@ -689,7 +639,6 @@ failed:
 
 static PyMethodDef methods[] = {
     {"split_items", split_items, METH_VARARGS, split_items_doc},
-    {"join_present", join_present, METH_VARARGS, join_present_doc},
     {"term_relevance", term_relevance, METH_VARARGS, relevance_doc},
     {"ranked_items", ranked_items, METH_VARARGS, ranked_items_doc},
     {"pack_keys", pack_keys, METH_VARARGS, pack_keys_doc},

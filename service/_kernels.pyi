@@ -13,7 +13,6 @@ def split_items(
     n_title_terms_at: int,
     n_text_terms_at: int,
 ) -> tuple[bytes, bytes, bytes, bytes, bytes]: ...
-def join_present(values: list[bytes | None], size: int) -> tuple[bytes, bytes]: ...
 def term_relevance(
     hashes: npt.NDArray[np.uint64],
     offsets: npt.NDArray[np.int64],

@@ -5,8 +5,8 @@
 - `EmbeddedStore`: the snapshot memory-mapped in-process (the demo; users without a server);
 - `RedisStore`: the snapshot loaded into Redis (service/index/loader.py) under a versioned
   namespace, read with redis.asyncio in one round trip per request: a single MGET of the live
-  pointer, the version's meta, the query, the user, every candidate and every (query, candidate)
-  pair (on Redis Cluster: one pipelined MGET per shard).
+  pointer, the version's meta, the user, every candidate the item cache lacks and the query,
+  whose record holds its (query, item) pairs (on Redis Cluster: one pipelined MGET per shard).
 
 The query text is resolved before the fetch, in-process, by `QueryMatcher` (exact normalized text,
 else the nearest known query by lexical similarity, else none). Anything the index lacks comes back
@@ -39,10 +39,11 @@ from service.index.keys import DEFAULT_NAMESPACE, KeySchema
 from service.index.lexical import QueryMatch, QueryMatcher, deserialize_index
 from service.index.record_cache import ItemRecordCache
 from service.index.records import (
+    RECORD_FORMAT,
     ItemBatch,
+    QueryRecord,
     TextColumn,
     decode_items,
-    decode_pairs,
     decode_query,
     decode_user,
 )
@@ -469,6 +470,12 @@ class RedisStore:
                     f"this service reads format {SNAPSHOT_FORMAT}: load a snapshot exported by it"
                 )
             meta = SnapshotMeta(**snapshot)
+            if body.get("records", 1) != RECORD_FORMAT:  # 1: a loader before the field
+                raise IndexUnavailable(
+                    f"index version {version} holds records of format {body.get('records', 1)}; "
+                    f"this service reads format {RECORD_FORMAT}: load the snapshot again with "
+                    "this build's `ranker index load`"
+                )
             texts = texts_raw.decode("utf-8").split("\n") if texts_raw else []
             threshold = self.match_threshold
             if threshold is None:
@@ -560,9 +567,8 @@ class RedisStore:
             keys.user(v, user_id),
             (keys.item(v, ""), unread_ids),
         ]
-        if match.row >= 0:
+        if match.row >= 0:  # the query's record holds its pairs
             segments.append(keys.query(v, match.matched_text))
-            segments.append((keys.pair_prefix(v, match.matched_text), item_ids))
         return _ReadPlan(live, match, item_ids, cached, unread_ids, segments)
 
     async def _fetch_values(
@@ -605,7 +611,7 @@ class RedisStore:
         rest: list[bytes | None],
     ) -> RequestFeatures | None:
         """Decode the reply: ``head`` = pointer, meta, user; one record (or None) per
-        candidate; ``rest`` = the query record then one pair per candidate (known queries)."""
+        candidate; ``rest`` = the query record, with its pairs (known queries), or nothing."""
         v, dim = live.version, live.meta.text_dim
         pointer, meta_raw, user_raw = head
         if meta_raw is None:
@@ -613,8 +619,8 @@ class RedisStore:
         if pointer is not None and pointer.decode() != v:
             self._refresh_in_background()  # this request is answered from the version it knew
 
-        if match.row >= 0 and rest[0] is not None:
-            record = decode_query(rest[0], dim)
+        record = decode_query(rest[0], dim) if match.row >= 0 and rest[0] is not None else None
+        if record is not None:
             q = QueryFeatures(match, record.category, record.vec)
         else:
             q = QueryFeatures(match, -1, np.zeros(dim, dtype=VECTOR_DTYPE))
@@ -622,12 +628,17 @@ class RedisStore:
         user = user_features(user_raw, dim)
 
         c = candidate_features(item_values, dim)
-        if match.row >= 0:
-            paired, vectors = decode_pairs(rest[1:], dim)
-            if len(paired):
-                c.pair_known[paired] = True
-                c.pair_vec[paired] = vectors
+        if record is not None:
+            place_pairs(c, record)
         return RequestFeatures(v, q, user, c, _misses(match, user, c))
+
+
+def place_pairs(c: CandidateFeatures, record: QueryRecord) -> None:
+    """Give the candidates the pair vectors ``record``'s query holds for them (in place: ``c``
+    is fresh from `candidate_features`, no pair known yet)."""
+    paired, vectors = record.pairs_of(c.id_hash, c.item_known)
+    c.pair_known[:] = paired
+    c.pair_vec[paired] = vectors
 
 
 def _present(values: list[bytes | None]) -> list[int]:

@@ -8,13 +8,15 @@
     <ns>:<v>:meta                  JSON: the snapshot meta, counts, when loaded
     <ns>:<v>:lexical:index         the faiss index of the known queries' lexical vectors
     <ns>:<v>:lexical:texts         their normalized texts, newline-separated, in index order
-    <ns>:<v>:query:<qh>            category + reduced vector, qh = 16 hex of the text's hash
+    <ns>:<v>:query:<qh>            category, reduced vector and the query's (query, item) pair
+                                   vectors by item id hash; qh = 16 hex of the text's hash
     <ns>:<v>:item:<item id>        features, reduced vector, title and text
     <ns>:<v>:user:<user id>        features and the last <= 50 (query, pair) vectors
-    <ns>:<v>:pair:<qh>:<item id>   the reduced pair vector
 
 Keys carry no hash tag: on Redis Cluster a version spreads over every shard, and the store reads
-a request's keys with one pipelined MGET per shard.
+a request's keys with one pipelined MGET per shard. Pairs live in their query's record, not a key
+each: a request reads one query record, not one key per candidate of which most are missing
+(service/index/records.py).
 """
 
 from __future__ import annotations
@@ -71,10 +73,3 @@ class KeySchema:
 
     def user(self, version: str, user_id: str) -> str:
         return f"{self.prefix(version)}user:{user_id}"
-
-    def pair(self, version: str, normalized_text: str, item_id: str) -> str:
-        return f"{self.pair_prefix(version, normalized_text)}{item_id}"
-
-    def pair_prefix(self, version: str, normalized_text: str) -> str:
-        """Every pair key of one query starts so (hash the query once per request, not per item)."""
-        return f"{self.prefix(version)}pair:{query_hash(normalized_text)}:"

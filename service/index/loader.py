@@ -30,7 +30,7 @@ from redis.cluster import RedisCluster
 
 from service.index.keys import KeySchema
 from service.index.lexical import deserialize_index
-from service.index.records import encode_item, encode_pair, encode_query, encode_user
+from service.index.records import RECORD_FORMAT, encode_item, encode_query, encode_user
 from service.index.snapshot import Snapshot, SnapshotMeta
 from service.package import Manifest
 
@@ -90,8 +90,20 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
         raise LoadError("the snapshot's lexical index does not cover its queries")
     yield keys.lexical_index(version), lexical
     yield keys.lexical_texts(version), "\n".join(texts).encode("utf-8")
+    # Pairs are sorted by (query, item): each query's pairs are one run of rows.
+    pair_query = np.asarray(s.pair_query)
+    bounds = np.searchsorted(pair_query, np.arange(len(texts) + 1))
     for row, text in enumerate(texts):
-        yield keys.query(version, text), encode_query(int(s.query_category[row]), s.query_vec[row])
+        pairs = slice(int(bounds[row]), int(bounds[row + 1]))
+        yield (
+            keys.query(version, text),
+            encode_query(
+                int(s.query_category[row]),
+                s.query_vec[row],
+                s.item_id_hash[np.asarray(s.pair_item[pairs])],
+                s.pair_vec[pairs],
+            ),
+        )
     item_keys = s.item_key.to_list()
     for row, item in enumerate(item_keys):
         title_terms, text_terms = s.item_term_hashes(row)
@@ -122,15 +134,11 @@ def records(snapshot: Snapshot, keys: KeySchema, version: str) -> Iterator[tuple
                 history_pair,
             ),
         )
-    pair_query, pair_item = np.asarray(s.pair_query), np.asarray(s.pair_item)
-    for row in range(len(pair_query)):
-        text, item = texts[int(pair_query[row])], item_keys[int(pair_item[row])]
-        yield keys.pair(version, text, item), encode_pair(s.pair_vec[row])
 
 
 def record_count(snapshot: Snapshot) -> int:
     c = snapshot.meta.counts
-    return 2 + c["queries"] + c["items"] + c["users"] + c["pairs"]
+    return 2 + c["queries"] + c["items"] + c["users"]
 
 
 class _Lock:
@@ -286,6 +294,7 @@ def load_snapshot(
             raise
         meta_body = {
             "snapshot": snapshot.meta.to_dict(),
+            "records": RECORD_FORMAT,
             "version": version,
             "keys": len(written),
             "loaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

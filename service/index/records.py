@@ -3,11 +3,12 @@
     item   <QQiiiIIHH  id hash, brand hash (contract.item_hashes), category, brand,
            price_bucket, len(title), len(text), title terms, text terms | vec D x f16 | title |
            text | title term hashes u64 | text-only term hashes u64
-    query  <i      category | vec D x f16
+    query  <iI     category, n | n item id hashes u64, ascending | vec D x f16 | n x D f16 pair
+                   vecs, one per hash: the query's (query, item) pairs
     user   <iiiI   age, gender, city_tier, n | n x D f16 history query vecs | n x D f16 pair vecs
-    pair   vec D x f16
 
 -1 means unknown in every integer field. Decoding needs only D (the snapshot meta's text_dim).
+The loader writes `RECORD_FORMAT` into each version's meta and the store reads no other.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from service._kernels import join_present, split_items
+from service._kernels import split_items
 from service.contract import ItemTerms
 
 _ITEM = struct.Struct("<QQiiiIIHH")
-_QUERY = struct.Struct("<i")
+#: 2: a query record carries its pairs (before: a key per (query, item) pair).
+RECORD_FORMAT = 2
+
+_QUERY = struct.Struct("<iI")
 _USER = struct.Struct("<iiiI")
 _F16 = np.dtype("<f2")
 _U64 = np.dtype("<u8")
@@ -37,6 +41,21 @@ Vector = npt.NDArray[Any]
 class QueryRecord:
     category: int
     vec: Vector  # (D,) float16
+    pair_item_hash: npt.NDArray[np.uint64]  # (n,) ascending: the items the query has pairs with
+    pair_vec: Vector  # (n, D) float16, row k the pair of the item hashed pair_item_hash[k]
+
+    def pairs_of(
+        self, item_hash: npt.NDArray[np.uint64], item_known: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.bool_], Vector]:
+        """Which of N candidates (their id hashes, whether the index holds them) the query has a
+        pair with, (N,) bool, and those pairs' vectors, (k, D) float16, in candidate order."""
+        hashes = self.pair_item_hash
+        if not len(hashes):
+            return np.zeros(len(item_hash), dtype=bool), self.pair_vec
+        at = np.minimum(np.searchsorted(hashes, item_hash), len(hashes) - 1)
+        # An unknown candidate's hash is 0 in the candidate columns: never a pair's.
+        paired = (hashes[at] == item_hash) & item_known
+        return paired, self.pair_vec[at[paired]]
 
 
 @dataclass(frozen=True)
@@ -216,21 +235,42 @@ def decode_items(raws: list[bytes], dim: int) -> ItemBatch:
     )
 
 
-def decode_pairs(values: list[bytes | None], dim: int) -> tuple[npt.NDArray[np.int64], Vector]:
-    """Pair records as an MGET returned them (None: not in the index) -> the positions of those
-    found, (k,), and their vectors, (k, D) float16 (one C pass, `_kernels.join_present`). A
-    record that is not D float16 is a ValueError."""
-    joined, present = join_present(values, dim * _F16.itemsize)
-    return np.frombuffer(present, np.int64), np.frombuffer(joined, _F16).reshape(-1, dim)
-
-
-def encode_query(category: int, vec: Vector) -> bytes:
-    return _QUERY.pack(category) + _vec_bytes(vec)
+def encode_query(
+    category: int,
+    vec: Vector,
+    pair_item_hash: npt.NDArray[np.uint64],
+    pair_vec: Vector,
+) -> bytes:
+    """A query record with its pairs: ``pair_item_hash`` (n,) the paired items' id hashes
+    (distinct; stored ascending), ``pair_vec`` (n, D) their pair vectors."""
+    if len(pair_vec) != len(pair_item_hash):
+        raise ValueError("pair item hashes and pair vectors differ in length")
+    order = np.argsort(pair_item_hash, kind="stable")
+    hashes = np.asarray(pair_item_hash, dtype=_U64)[order]
+    if len(hashes) > 1 and not bool(np.all(hashes[1:] != hashes[:-1])):
+        raise ValueError("a query pairs the same item id hash twice")
+    return (
+        _QUERY.pack(category, len(hashes))
+        + hashes.tobytes()
+        + _vec_bytes(vec)
+        + _vec_bytes(np.asarray(pair_vec).reshape(len(hashes), len(vec))[order])
+    )
 
 
 def decode_query(raw: bytes, dim: int) -> QueryRecord:
-    (category,) = _QUERY.unpack_from(raw)
-    return QueryRecord(category, np.frombuffer(raw, dtype=_F16, count=dim, offset=_QUERY.size))
+    """A query record (views into ``raw``); a length that disagrees with its head is a
+    ValueError."""
+    category, n = _QUERY.unpack_from(raw)
+    size = _QUERY.size + n * _U64.itemsize + (1 + n) * dim * _F16.itemsize
+    if len(raw) != size:
+        raise ValueError(f"query record of {len(raw)} bytes, its head says {size}")
+    vectors = np.frombuffer(raw, _F16, offset=_QUERY.size + n * _U64.itemsize)
+    return QueryRecord(
+        category,
+        vectors[:dim],
+        np.frombuffer(raw, _U64, count=n, offset=_QUERY.size),
+        vectors[dim:].reshape(n, dim),
+    )
 
 
 def encode_user(
@@ -249,7 +289,3 @@ def decode_user(raw: bytes, dim: int) -> UserRecord:
     vectors = np.frombuffer(raw, dtype=_F16, count=2 * n * dim, offset=_USER.size)
     vectors = vectors.reshape(2, n, dim)
     return UserRecord(age, gender, city_tier, vectors[0], vectors[1])
-
-
-def encode_pair(vec: Vector) -> bytes:
-    return _vec_bytes(vec)

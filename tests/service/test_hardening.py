@@ -203,6 +203,32 @@ def test_an_unreadable_live_meta_degrades_and_readyz_says_why(
     assert ranked.json()["degraded"] == ["store_unavailable"]
 
 
+@pytest.mark.redis
+def test_an_index_of_an_older_record_format_is_refused_and_readyz_says_to_reload(
+    make_settings: MakeSettings,
+    tiny_snapshot: Snapshot,
+    redis_prefix: tuple[str, str],
+) -> None:
+    """A version loaded by a loader before query records held their pairs: its meta is whole
+    but its records are not this service's; read as such, every pair would be lost."""
+    url, prefix = redis_prefix
+    keys = KeySchema(prefix)
+    client = redis.Redis.from_url(url)
+    load_snapshot(tiny_snapshot, client, keys, grace_s=0)
+    version = client.get(keys.live).decode()  # type: ignore[union-attr]
+    body = json.loads(client.get(keys.meta(version)))  # type: ignore[arg-type]
+    del body["records"]
+    client.set(keys.meta(version), json.dumps(body))
+    client.close()
+    settings = make_settings(store="redis", redis_url=url, namespace=prefix)
+    with TestClient(create_app(settings)) as service:
+        ready = service.get("/readyz")
+    assert ready.status_code == 503
+    reason = ready.json()["reasons"][0]
+    assert f"index version {version} holds records of format 1" in reason
+    assert "ranker index load" in reason
+
+
 def test_a_snapshot_loaded_after_redis_lost_its_data_is_checked_again(
     make_settings: MakeSettings,
     tiny_snapshot: Snapshot,

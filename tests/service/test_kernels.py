@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from service._kernels import (
     hash_buckets,
     int_buckets,
-    join_present,
     pack_keys,
     plain_item_ids,
     ranked_items,
@@ -25,7 +24,6 @@ from service._kernels import (
     term_relevance,
 )
 from service.contract import FeatureField
-from service.index.records import decode_pairs
 
 FLAGS: tuple[list[str], ...] = (
     [],
@@ -174,20 +172,7 @@ def test_term_columns_refuse_runs_outside_the_hashes() -> None:
         term_relevance(hashes, np.array([0, 3]), np.array([1]), query[:0], out)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.binary(min_size=8, max_size=8)), max_size=20))
-def test_pairs_join_the_records_found_with_their_positions(values: list[bytes | None]) -> None:
-    rows, vectors = decode_pairs(values, 4)
-    found = [v for v in values if v is not None]
-    assert rows.tolist() == [i for i, v in enumerate(values) if v is not None]
-    assert vectors.shape == (len(found), 4) and vectors.tobytes() == b"".join(found)
-
-
-def test_pairs_and_items_refuse_records_of_the_wrong_size() -> None:
-    with pytest.raises(ValueError):
-        join_present([b"\0" * 8, b"\0" * 7], 8)
-    with pytest.raises(TypeError):
-        join_present(["text"], 4)  # type: ignore[list-item]
+def test_items_refuse_records_of_the_wrong_size() -> None:
     with pytest.raises(ValueError):  # a length field past the head
         split_items([b"\0" * 8], 8, 6, 0, 0, 0)
     with pytest.raises(TypeError):

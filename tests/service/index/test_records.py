@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.index.records import TextColumn, decode_items, encode_item
+from service.index.records import TextColumn, decode_items, decode_query, encode_item, encode_query
 
 DIM = 4
 _hashes = st.lists(st.integers(0, 2**64 - 1), max_size=6, unique=True)
@@ -75,3 +75,46 @@ def test_a_text_column_decodes_on_read_and_scatters_into_empty_rows() -> None:
     assert spread == ["", "añ", "", "b"] and spread != ["", "añ", "", "c"]
     assert list(TextColumn.empty(2)) == ["", ""]
     assert TextColumn.from_strings(["añ", "", "b"]) == ["añ", "", "b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 2**64 - 1), max_size=8, unique=True),
+    st.lists(st.integers(0, 2**64 - 1), max_size=10),
+    st.integers(-1, 2**31 - 1),
+)
+def test_a_query_record_finds_the_pair_of_each_candidate_it_pairs_with(
+    paired: list[int], others: list[int], category: int
+) -> None:
+    """Pairs go in in any order and come out by candidate, in candidate order; a candidate the
+    query has no pair with, or one the index lacks (its hash column reads 0), gets none."""
+    rng = np.random.default_rng(len(paired))
+    vec = rng.normal(size=DIM).astype(np.float16)
+    pair_vec = rng.normal(size=(len(paired), DIM)).astype(np.float16)
+    raw = encode_query(category, vec, np.array(paired, dtype=np.uint64), pair_vec)
+    record = decode_query(raw, DIM)
+    assert record.category == category and record.vec.tobytes() == vec.tobytes()
+    assert record.pair_item_hash.tolist() == sorted(paired)
+
+    candidates = [h for pair in zip(others, reversed(paired), strict=False) for h in pair]
+    candidates += [0]  # an unknown item: hash 0, not known
+    known = np.array([h != 0 or h in paired for h in candidates[:-1]] + [False])
+    found, vectors = record.pairs_of(np.array(candidates, dtype=np.uint64), known)
+    want = [bool(k) and h in paired for h, k in zip(candidates, known, strict=True)]
+    assert found.tolist() == want
+    wanted_rows = [paired.index(h) for h, w in zip(candidates, want, strict=True) if w]
+    assert vectors.shape == (len(wanted_rows), DIM)
+    assert vectors.tobytes() == pair_vec[wanted_rows].tobytes()
+
+
+def test_query_records_that_disagree_with_their_head_or_pair_an_item_twice_are_refused() -> None:
+    vec, hashes = np.ones(DIM, dtype=np.float16), np.array([5, 3], dtype=np.uint64)
+    raw = encode_query(2, vec, hashes, np.zeros((2, DIM), dtype=np.float16))
+    assert decode_query(raw, DIM).pair_item_hash.tolist() == [3, 5]
+    for broken in (raw[:-2], raw + b"\0\0", raw[:8]):
+        with pytest.raises(ValueError):
+            decode_query(broken, DIM)
+    with pytest.raises(ValueError):
+        encode_query(2, vec, np.array([5, 5], dtype=np.uint64), np.zeros((2, DIM)))
+    with pytest.raises(ValueError):
+        encode_query(2, vec, hashes, np.zeros((1, DIM)))
