@@ -214,12 +214,19 @@ def _route(state: ServiceState, body: RankRequest) -> tuple[Route, LoadedModel]:
     return route, model
 
 
+def arrival(request: Request, started: float) -> float:
+    """When ``request`` arrived (``time.perf_counter()``): stamped by service.protocol when its
+    head began to parse, so the time before a handler runs counts (HTTP parsing, routing, a
+    saturated loop's wait). In-process clients have no stamp: they arrive when the handler
+    starts (``started``)."""
+    return float(min(request.scope.get(ARRIVED, started), started))
+
+
 async def handle_rank(state: ServiceState, request: Request) -> Response:
     started = time.perf_counter()
-    # The deadline counts from the request's arrival (stamped by service.protocol when its
-    # head began to parse): a saturated event loop makes requests wait before any handler runs.
-    # In-process clients have no stamp: they arrive when the handler starts.
-    arrived = min(request.scope.get(ARRIVED, started), started)
+    # The deadline counts from the request's arrival: a saturated event loop makes requests
+    # wait before any handler runs.
+    arrived = arrival(request, started)
     settings = state.settings
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     route_label = ("unknown", "none")
