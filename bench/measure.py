@@ -131,7 +131,7 @@ def echo_part(http: httpx.Client, bodies: list[Body], raw: bool = False) -> Part
     """POST /v1/echo (HTTP, parsing and validation) or, ``raw``, /v1/echo/raw (the bytes and one
     orjson decode, no validation: the strict floor); round trip, server side from the request's
     arrival (as the service's total counts) and from the handler's start (the floors' definition
-    before 2026-12-06 12:30 UTC, which left the stack's work before a handler out)."""
+    until commit d432673 of 2026-12-06, which left the stack's work before a handler out)."""
     encoded = [orjson.dumps(b) for b in bodies]
     path, name = ("/v1/echo/raw", "raw_echo") if raw else ("/v1/echo", "echo")
 

@@ -95,9 +95,9 @@ def render_markdown(result: BenchResult) -> str:
         "(the body read and orjson-decoded, no validation); both echoes from the request's "
         "arrival, as the service's total. Ratio = server p50 / (ONNX + MGET + echo); strict "
         "ratio = server p50 / (ONNX + MGET + raw echo), and the same with the raw echo timed "
-        "from its handler's start (the floor's definition before 2026-12-06 12:30 UTC, which "
-        "left the stack's work before a handler out of the floor); stage ratio = server p50 / "
-        "(ONNX + fetch + echo).",
+        "from its handler's start (the floor's definition until commit d432673 of 2026-12-06, "
+        "which left the stack's work before a handler out of the floor); stage ratio = server "
+        "p50 / (ONNX + fetch + echo).",
         "",
         row(
             [

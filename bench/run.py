@@ -189,7 +189,7 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
     stage_floor = v["onnx"]["p50"] + v["store_fetch"]["p50"] + v["echo_server"]["p50"]
     # The strict floor: no validation in it, so parsing's cost shows in the ratio. Its echo
     # counts from the request's arrival, as the service's total does; from the handler's start
-    # (the definition before 2026-12-06 12:30 UTC) is kept beside it for comparison.
+    # (the definition until commit d432673 of 2026-12-06) is kept beside it for comparison.
     strict_floor = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["raw_echo_server"]["p50"]
     strict_from_handler = v["onnx"]["p50"] + v["redis_mget"]["p50"] + v["raw_echo_handler"]["p50"]
     return {
