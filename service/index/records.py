@@ -247,7 +247,7 @@ def encode_query(
         raise ValueError("pair item hashes and pair vectors differ in length")
     order = np.argsort(pair_item_hash, kind="stable")
     hashes = np.asarray(pair_item_hash, dtype=_U64)[order]
-    if len(hashes) > 1 and not bool(np.all(hashes[1:] != hashes[:-1])):
+    if bool(np.any(hashes[1:] == hashes[:-1])):
         raise ValueError("a query pairs the same item id hash twice")
     return (
         _QUERY.pack(category, len(hashes))
