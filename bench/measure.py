@@ -100,7 +100,9 @@ def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float
 
 
 def service_part(http: httpx.Client, bodies: list[Body]) -> Part:
-    """POST /rank: the round trip, the response's own total and its stages."""
+    """POST /rank: the round trip, the response's own total (from the request's arrival) and
+    its stages, and the handler's part of the total (from its start: the total less the
+    queue), which the floors from their handlers' starts are compared with."""
     encoded = [orjson.dumps(b) for b in bodies]  # the client's JSON work is not the service's
 
     def measure(k: int) -> dict[str, float]:
@@ -108,7 +110,9 @@ def service_part(http: httpx.Client, bodies: list[Body]) -> Part:
         response.raise_for_status()
         timing = response.json()["timing_ms"]
         stages = {f"stage:{stage}": ms for stage, ms in timing.items()}
-        return {"client": elapsed, "server": timing["total"] / 1000, **stages}
+        server = timing["total"] / 1000
+        handler = server - timing["queue"] / 1000
+        return {"client": elapsed, "server": server, "server_handler": handler, **stages}
 
     return measure
 
@@ -130,8 +134,8 @@ def named_part(part: Part, prefix: str) -> Part:
 def echo_part(http: httpx.Client, bodies: list[Body], raw: bool = False) -> Part:
     """POST /v1/echo (HTTP, parsing and validation) or, ``raw``, /v1/echo/raw (the bytes and one
     orjson decode, no validation: the strict floor); round trip, server side from the request's
-    arrival (as the service's total counts) and from the handler's start (the floors' definition
-    until commit d432673 of 2026-12-06, which left the stack's work before a handler out)."""
+    arrival (as the service's total counts) and from the handler's start (as its handler's part
+    of the total)."""
     encoded = [orjson.dumps(b) for b in bodies]
     path, name = ("/v1/echo/raw", "raw_echo") if raw else ("/v1/echo", "echo")
 

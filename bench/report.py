@@ -87,17 +87,17 @@ def render_markdown(result: BenchResult) -> str:
         "",
         "## Latency at concurrency 1 (ms)",
         "",
-        "Server = the response's own total; client = the round trip. Floors, measured round by "
+        "Server = the response's own total, from the request's arrival; client = the round "
+        "trip. Floors, measured round by "
         "round between the service's requests, each on another request of the same mix: ONNX = "
         "the runner on the same inputs, MGET = one Redis MGET of the same keys by the faster of "
         "redis-py and the pipelined connection, fetch = the service's store fetch (MGET + "
         "decoding), echo = /v1/echo (HTTP + parsing and validation), raw echo = /v1/echo/raw "
         "(the body read and orjson-decoded, no validation); both echoes from the request's "
         "arrival, as the service's total. Ratio = server p50 / (ONNX + MGET + echo); strict "
-        "ratio = server p50 / (ONNX + MGET + raw echo), and the same with the raw echo timed "
-        "from its handler's start (the floor's definition until commit d432673 of 2026-12-06, "
-        "which left the stack's work before a handler out of the floor); stage ratio = server "
-        "p50 / (ONNX + fetch + echo).",
+        "ratio = server p50 / (ONNX + MGET + raw echo); strict, from the handler = the same with "
+        "the service and the raw echo both timed from their handler's start (the stack's work "
+        "before a handler out of both); stage ratio = server p50 / (ONNX + fetch + echo).",
         "",
         row(
             [

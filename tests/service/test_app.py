@@ -109,6 +109,26 @@ def test_happy_path_ranks_every_candidate(
     assert [i["score"] for i in v1.json()["items"]] == scores  # deterministic
 
 
+def test_the_total_counts_from_the_arrival_and_holds_every_stage(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    """Over real HTTP a request waits before its handler (``queue``): the total is the server's
+    whole time, so every stage lies inside it, as inside the echo floors the bench compares it
+    with (they count from the arrival too)."""
+    body = _request(tiny_snapshot)
+    with (
+        live_server(make_settings(enable_echo=True)) as base,
+        httpx.Client(base_url=base, timeout=5) as client,
+    ):
+        timings = [client.post("/rank", json=body).json()["timing_ms"] for _ in range(20)]
+        echo = client.post("/v1/echo", json=body).json()["timing_ms"]
+    for timing in timings:
+        stages = sum(ms for stage, ms in timing.items() if stage != "total")
+        assert timing["queue"] > 0
+        assert timing["total"] >= stages - 0.005  # each stage is rounded to a microsecond
+    assert echo["total"] >= echo["parse"] > 0
+
+
 def test_top_k_and_explain_consistent_with_the_score(
     make_settings: MakeSettings, tiny_snapshot: Snapshot
 ) -> None:
