@@ -6,15 +6,17 @@ is slow degrades the answer unless ``RANKER_FAIL_ON_STORE_ERROR`` is set."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import Request
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -56,6 +58,15 @@ JSON = "application/json"
 
 
 CLIENT_CLOSED = "499"
+
+#: Request ids the service makes: 32 hex digits, as a UUID's, a random tag of the process and a
+#: counter (unique across workers and restarts; a uuid4 per request cost 2 us of os.urandom).
+_PROCESS_TAG = secrets.token_hex(8)
+_REQUEST_COUNT = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_PROCESS_TAG}{next(_REQUEST_COUNT):016x}"
 
 
 def check_media_type(content_type: str | None) -> None:
@@ -228,7 +239,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     # wait before any handler runs.
     arrived = arrival(request, started)
     settings = state.settings
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or new_request_id()
     route_label = ("unknown", "none")
     admitted = False
     prefetched: Prefetch | None = None
@@ -271,7 +282,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             request_id = body.request_id or request_id
             route, model = _route(state, body)
             route_label = (model.name, route.arm)
-            response, timings = await _rank(
+            response, answered = await _rank(
                 state, body, item_ids, prefetched, model, route, request_id, (arrived, started)
             )
         except ServiceError:
@@ -297,15 +308,13 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             state.in_flight -= 1
         if prefetched is not None:
             prefetched.cancel()  # a no-op once read; else nobody will read it
-    metrics.child(metrics.REQUESTS, *route_label, "200").inc()
-    metrics.child(metrics.REQUEST_LATENCY, *route_label, "200").observe(
-        time.perf_counter() - started
-    )
-    server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
+    answered.seconds = time.perf_counter() - started
+    server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in answered.stages_ms.items())
     return Response(
         orjson.dumps(response),
         media_type="application/json",
         headers={"Server-Timing": server_timing, **request_id_header(request_id)},
+        background=BackgroundTask(metrics.record_answered, answered),
     )
 
 
@@ -318,13 +327,13 @@ async def _rank(
     route: Route,
     request_id: str,
     arrived_started: tuple[float, float],
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """The ranking of an admitted request; ``arrived_started``: its arrival and the moment its
-    handler started (``time.perf_counter()``)."""
+) -> tuple[dict[str, Any], metrics.AnsweredRanking]:
+    """The ranking of an admitted request and what its metrics are to record once it is sent;
+    ``arrived_started``: its arrival and the moment its handler started
+    (``time.perf_counter()``)."""
     settings, manifest = state.settings, model.package.manifest
     arrived, started = arrived_started
     deadline = arrived + settings.deadline_ms / 1000
-    metrics.CANDIDATES.observe(len(item_ids))
     t_parse = time.perf_counter()
 
     past_deadline(deadline, settings.deadline_ms)  # e.g. it waited behind others
@@ -342,13 +351,6 @@ async def _rank(
             )
         features = unavailable_features(body.query, len(item_ids), manifest.text_dim)
         degraded.append("index_incompatible")
-    for kind, count in features.misses.items():
-        if count:
-            metrics.child(metrics.MISSES, kind).inc(count)
-    if features.read_bytes:  # a Redis read (the embedded store reads no bytes)
-        metrics.child(metrics.ITEM_CACHE, "hit").inc(features.cached_items)
-        metrics.child(metrics.ITEM_CACHE, "miss").inc(len(item_ids) - features.cached_items)
-        metrics.STORE_READ_BYTES.inc(features.read_bytes)
     t_fetch = time.perf_counter()
     past_deadline(deadline, settings.deadline_ms)
 
@@ -373,8 +375,6 @@ async def _rank(
     if features.query.match.kind == "empty" and manifest.empty_query_share == 0.0:
         degraded.append("empty_query_untrained")
     past_deadline(deadline, settings.deadline_ms)  # a late answer is not sent as a ranking
-    for reason in degraded:
-        metrics.DEGRADED.labels(reason).inc()
     explain = body.explain and "p_rsl" in outputs
     items = _ranked_items(item_ids, outputs, features, supplied, body.top_k, explain)
 
@@ -392,8 +392,6 @@ async def _rank(
         # stack's work before the handler (``queue``) is part of the server's time.
         "total": to_ms(done - arrived),
     }
-    for stage, ms in timings.items():
-        metrics.child(metrics.STAGE_LATENCY, stage, model.name).observe(ms / 1000)
     response = {
         "request_id": request_id,
         "model": {"name": model.name, "version": model.version, "arm": route.arm},
@@ -403,7 +401,18 @@ async def _rank(
         "resolution": resolution(features),
         "index_version": features.index_version or None,
     }
-    return response, timings
+    answered = metrics.AnsweredRanking(
+        model.name,
+        route.arm,
+        seconds=0.0,  # the caller's to set: its handler's time
+        candidates=len(item_ids),
+        stages_ms=timings,
+        misses=features.misses,
+        degraded=degraded,
+        cached_items=features.cached_items,
+        read_bytes=features.read_bytes,
+    )
+    return response, answered
 
 
 #: The response's name of each way the lexical matcher resolves a query.

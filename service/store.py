@@ -25,7 +25,7 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -332,6 +332,15 @@ class _LiveVersion:
     version: str
     meta: SnapshotMeta
     matcher: QueryMatcher
+    #: Query record keys by known query text, made once each (a key hashes its text): bounded
+    #: by the version's known queries, as only a matched text is looked up.
+    query_keys: dict[str, str] = field(default_factory=dict)
+
+    def query_key(self, keys: KeySchema, known_text: str) -> str:
+        key = self.query_keys.get(known_text)
+        if key is None:
+            key = self.query_keys[known_text] = keys.query(self.version, known_text)
+        return key
 
 
 #: Keys in the order an MGET reads them: a key, or a (prefix, ids) group of prefix + each id.
@@ -341,7 +350,7 @@ KeySegments = list[str | tuple[str, list[str]]]
 @dataclass(frozen=True)
 class _ReadPlan:
     """One request's read: the keys of its MGET, and where each candidate's record comes from
-    (``cached``: the item cache's record, None where it is read)."""
+    (``cached``: the item cache's record, None where it is read; empty: no item cache)."""
 
     live: _LiveVersion
     match: QueryMatch
@@ -556,7 +565,8 @@ class RedisStore:
         v, keys = live.version, self.keys
         item_ids = item_ids if isinstance(item_ids, list) else list(item_ids)  # pack_keys' form
         match = live.matcher.match(query)
-        cached = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
+        # None: read it from Redis
+        cached = self.item_cache.lookup(v, item_ids) if self.item_cache.max_bytes else []
         if cached.count(None) == len(cached):  # nothing cached (or no cache): read every item
             unread_ids = item_ids
         else:
@@ -568,7 +578,7 @@ class RedisStore:
             (keys.item(v, ""), unread_ids),
         ]
         if match.row >= 0:  # the query's record holds its pairs
-            segments.append(keys.query(v, match.matched_text))
+            segments.append(live.query_key(keys, match.matched_text))
         return _ReadPlan(live, match, item_ids, cached, unread_ids, segments)
 
     async def _fetch_values(
@@ -591,16 +601,11 @@ class RedisStore:
             fill = iter(read)
             items = [raw if raw is not None else next(fill) for raw in plan.cached]
         rest = values[3 + len(unread_ids) :]
+        took = _Read(len(item_ids) - len(unread_ids), sum(map(len, filter(None, values))))
         try:
-            features = self._decode(live, plan.match, values[:3], items, rest)
+            return self._decode(live, plan.match, values[:3], items, rest, took)
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format
             raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
-        if features is None:
-            return None
-        read_bytes = sum(map(len, filter(None, values)))
-        return replace(
-            features, cached_items=len(item_ids) - len(unread_ids), read_bytes=read_bytes
-        )
 
     def _decode(
         self,
@@ -609,9 +614,12 @@ class RedisStore:
         head: list[bytes | None],
         item_values: list[bytes | None],
         rest: list[bytes | None],
+        read: _Read,
     ) -> RequestFeatures | None:
         """Decode the reply: ``head`` = pointer, meta, user; one record (or None) per
-        candidate; ``rest`` = the query record, with its pairs (known queries), or nothing."""
+        candidate; ``rest`` = the query record, with its pairs (known queries), or nothing;
+        ``read``: what the read took from the item cache and from Redis. None: the version is
+        gone."""
         v, dim = live.version, live.meta.text_dim
         pointer, meta_raw, user_raw = head
         if meta_raw is None:
@@ -630,7 +638,13 @@ class RedisStore:
         c = candidate_features(item_values, dim)
         if record is not None:
             place_pairs(c, record)
-        return RequestFeatures(v, q, user, c, _misses(match, user, c))
+        misses = _misses(match, user, c)
+        return RequestFeatures(v, q, user, c, misses, read.cached_items, read.bytes)
+
+
+class _Read(NamedTuple):
+    cached_items: int  # candidates the item cache answered
+    bytes: int  # of the Redis reply
 
 
 def place_pairs(c: CandidateFeatures, record: QueryRecord) -> None:
