@@ -40,7 +40,10 @@ from service.schemas import (
     check_candidate_count,
     check_limits,
     check_unique_keys,
+    decode_model,
+    decode_plain,
     decode_rank_request,
+    request_of,
 )
 from service.settings import Settings
 from service.state import ServiceState
@@ -116,6 +119,25 @@ def decode_body(raw: bytes, settings: Settings) -> RankRequest:
     `check_body` checks is still to do."""
     check_candidate_count(raw, settings.max_candidates)
     return decode_rank_request(raw)
+
+
+def decode_and_prefetch(
+    state: ServiceState, raw: bytes
+) -> tuple[RankRequest, list[str], Prefetch | None]:
+    """`decode_body` with the store's read sent as early as it can be: a plain body's
+    (`decode_plain`) right after msgspec's decode, before its `RankRequest` is built; any other
+    body's once the model has validated it. The body, its candidates' ids, and the read sent
+    (None: none, `RedisStore.fetch` reads then)."""
+    check_candidate_count(raw, state.settings.max_candidates)
+    store, plain = state.store, decode_plain(raw)
+    if plain is not None:
+        fields = plain.fields
+        sent = store.prefetch(fields.user_id, fields.query, plain.item_ids) if store else None
+        return request_of(plain), plain.item_ids, sent
+    body = decode_model(raw)
+    item_ids = list(map(ITEM_ID, body.candidates))
+    sent = store.prefetch(body.user_id, body.query, item_ids) if store else None
+    return body, item_ids, sent
 
 
 def check_body(raw: bytes, body: RankRequest, settings: Settings) -> None:
@@ -271,13 +293,11 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
         admitted = True
         check_media_type(request.headers.get("content-type"))
         raw = await read_body(request, settings)
-        body = decode_body(raw, settings)
-        item_ids = list(map(ITEM_ID, body.candidates))
         try:
-            # The store's read goes out now, and the checks below run while Redis works on it
-            # (a body they refuse drops the reply unread).
-            if state.store is not None:
-                prefetched = state.store.prefetch(body.user_id, body.query, item_ids)
+            # The store's read goes out as soon as its keys are known (a common body's user,
+            # query and candidate ids), and the request is built and checked while Redis works
+            # on it: a body the checks refuse drops the reply unread.
+            body, item_ids, prefetched = decode_and_prefetch(state, raw)
             check_body(raw, body, settings)
             request_id = body.request_id or request_id
             route, model = _route(state, body)

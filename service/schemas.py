@@ -10,6 +10,7 @@ import json
 import operator
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
 import msgspec
@@ -147,18 +148,45 @@ def _given(struct: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: value for name in names if (value := getattr(struct, name)) is not msgspec.UNSET}
 
 
-def _from_plain(plain: _PlainRankRequest) -> RankRequest | None:
-    """The `RankRequest` pydantic would make of this body, or None where the body's candidates
-    are not all plain, distinct and non-empty ids (the model's path then validates it, and
-    names what is wrong)."""
-    if plain_item_ids(plain.candidates) is None:  # one C pass over the candidates
+@dataclass(frozen=True)
+class PlainBody:
+    """A /rank body in its common form (a query, a user, plain candidate ids: `_PlainRankRequest`,
+    typed and bounded by msgspec; candidates all exactly ``{"item_id": <non-empty>}`` and
+    distinct), before it is a `RankRequest`: what the store's read needs, so the read can go
+    out before the rest of the request is built and checked (`request_of`)."""
+
+    fields: _PlainRankRequest
+    item_ids: list[str]  # the candidates' ids, in order
+
+
+def decode_plain(raw: bytes) -> PlainBody | None:
+    """``raw`` as a `PlainBody`, or None where it is not one (the model's path,
+    `decode_model`, then validates it and names what is wrong)."""
+    try:
+        fields = _PLAIN_DECODER.decode(raw)
+    except msgspec.DecodeError:
         return None
-    given = _given(plain, _REQUEST_FIELDS)
+    item_ids = plain_item_ids(fields.candidates)  # one C pass over the candidates
+    return None if item_ids is None else PlainBody(fields, item_ids)
+
+
+def request_of(plain: PlainBody) -> RankRequest:
+    """The `RankRequest` pydantic would make of the body ``plain`` was decoded from."""
+    given = _given(plain.fields, _REQUEST_FIELDS)
     context = given.get("context")
     if context is not None:
         fields = _given(context, ("hour",))
         given["context"] = Context.model_construct(set(fields), **fields)
     return RankRequest.model_construct(set(given), **given)
+
+
+def decode_model(raw: bytes) -> RankRequest:
+    """A /rank body validated by the model itself (`ServiceError` with the fields' errors if
+    invalid): every error and its code come from here."""
+    try:
+        return RankRequest.model_validate_json(raw)
+    except ValidationError as err:
+        raise from_validation(err) from err
 
 
 def decode_rank_request(raw: bytes) -> RankRequest:
@@ -169,16 +197,8 @@ def decode_rank_request(raw: bytes) -> RankRequest:
     candidates). Whatever it refuses or cannot mirror (supplied features, integral floats, any
     error) goes through the model itself, so every error and its code comes from one place. A
     test holds the two paths to the same request for every body the fast one accepts."""
-    try:
-        request = _from_plain(_PLAIN_DECODER.decode(raw))
-    except msgspec.DecodeError:
-        request = None
-    if request is not None:
-        return request
-    try:
-        return RankRequest.model_validate_json(raw)
-    except ValidationError as err:
-        raise from_validation(err) from err
+    plain = decode_plain(raw)
+    return request_of(plain) if plain is not None else decode_model(raw)
 
 
 def _too_many_candidates(n: int, limit: int) -> ServiceError:

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from service.errors import ServiceError, from_validation
 from service.schemas import (
-    _PLAIN_DECODER,
     RankRequest,
-    _from_plain,
+    decode_plain,
     decode_rank_request,
+    request_of,
 )
 
 PLAIN = {"user_id": "u1", "query": "red shoes", "candidates": [{"item_id": "a"}, {"item_id": "b"}]}
@@ -79,10 +79,8 @@ def bodies(draw: st.DrawFn) -> bytes:
 
 
 def fast(raw: bytes) -> RankRequest | None:
-    try:
-        return _from_plain(_PLAIN_DECODER.decode(raw))
-    except Exception:
-        return None
+    plain = decode_plain(raw)
+    return None if plain is None else request_of(plain)
 
 
 def assert_same(fast_request: RankRequest, raw: bytes) -> None:
@@ -100,6 +98,11 @@ def test_the_fast_path_accepts_only_what_the_model_accepts_as_the_same_request(r
     request = fast(raw)
     if request is not None:
         assert_same(request, raw)
+        # The ids the store's read is sent with, before the request is built, are its own.
+        plain = decode_plain(raw)
+        assert plain is not None
+        assert plain.item_ids == [c["item_id"] for c in request.candidates]
+        assert (plain.fields.user_id, plain.fields.query) == (request.user_id, request.query)
 
 
 @pytest.mark.parametrize(
