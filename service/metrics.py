@@ -203,6 +203,7 @@ async def record_answered(ranking: AnsweredRanking) -> None:
     """Record ``ranking`` (async so that Starlette runs it on the event loop after the answer
     is written, as a response's background task, not on a thread)."""
     model = ranking.model
+    QUEUE_WAIT.observe(ranking.stages_ms["queue"] / 1000)
     child(REQUESTS, model, ranking.arm, "200").inc()
     child(REQUEST_LATENCY, model, ranking.arm, "200").observe(ranking.seconds)
     CANDIDATES.observe(ranking.candidates)

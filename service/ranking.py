@@ -264,6 +264,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or new_request_id()
     route_label = ("unknown", "none")
     admitted = False
+    waited: float | None = None  # how long it queued, once past the in-flight limit
+    answered: metrics.AnsweredRanking | None = None
     prefetched: Prefetch | None = None
     try:
         if not state.warm:
@@ -279,7 +281,6 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
                 headers={"Retry-After": "1"},
             )
         waited = started - arrived
-        metrics.QUEUE_WAIT.observe(waited)
         if waited * 1000 > settings.deadline_ms * settings.max_queue_share:
             # Admitting it would spend the loop on an answer that is likely late: shed it now,
             # cheaply, before its body is read, and keep the loop for requests that can make it.
@@ -328,6 +329,8 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             state.in_flight -= 1
         if prefetched is not None:
             prefetched.cancel()  # a no-op once read; else nobody will read it
+        if waited is not None and answered is None:  # an answer records its wait when sent
+            metrics.QUEUE_WAIT.observe(waited)
     answered.seconds = time.perf_counter() - started
     server_timing = ", ".join(f"{stage};dur={ms}" for stage, ms in answered.stages_ms.items())
     return Response(

@@ -25,7 +25,7 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -663,7 +663,10 @@ def _present(values: list[bytes | None]) -> list[int]:
 def candidate_features(item_values: list[bytes | None], dim: int) -> CandidateFeatures:
     """Candidate features from item records as Redis returned them (None: not in the index)."""
     n = len(item_values)
-    found = [raw for raw in item_values if raw is not None]
+    if None in item_values:
+        found = [raw for raw in item_values if raw is not None]
+    else:  # every candidate in the index (the common case): the list as it is
+        found = cast("list[bytes]", item_values)
     if not found:
         return CandidateFeatures.unknown(n, dim)
     c = CandidateFeatures.of_items(decode_items(found, dim))
