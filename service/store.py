@@ -25,7 +25,7 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -350,7 +350,7 @@ KeySegments = list[str | tuple[str, list[str]]]
 @dataclass(frozen=True)
 class _ReadPlan:
     """One request's read: the keys of its MGET, and where each candidate's record comes from
-    (``cached``: the item cache's record, None where it is read; empty: no item cache)."""
+    (``cached``: the item cache's record, None where it is read)."""
 
     live: _LiveVersion
     match: QueryMatch
@@ -565,8 +565,7 @@ class RedisStore:
         v, keys = live.version, self.keys
         item_ids = item_ids if isinstance(item_ids, list) else list(item_ids)  # pack_keys' form
         match = live.matcher.match(query)
-        # None: read it from Redis
-        cached = self.item_cache.lookup(v, item_ids) if self.item_cache.max_bytes else []
+        cached = self.item_cache.lookup(v, item_ids)  # None: read it from Redis
         if cached.count(None) == len(cached):  # nothing cached (or no cache): read every item
             unread_ids = item_ids
         else:
@@ -601,9 +600,10 @@ class RedisStore:
             fill = iter(read)
             items = [raw if raw is not None else next(fill) for raw in plan.cached]
         rest = values[3 + len(unread_ids) :]
-        took = _Read(len(item_ids) - len(unread_ids), sum(map(len, filter(None, values))))
+        cached_items = len(item_ids) - len(unread_ids)
+        read_bytes = sum(map(len, filter(None, values)))
         try:
-            return self._decode(live, plan.match, values[:3], items, rest, took)
+            return self._decode(live, plan.match, values[:3], items, rest, cached_items, read_bytes)
         except (ValueError, struct.error, KeyError) as err:  # a record not of this format
             raise IndexUnavailable(f"index version {v}: undecodable record: {err}") from err
 
@@ -614,12 +614,13 @@ class RedisStore:
         head: list[bytes | None],
         item_values: list[bytes | None],
         rest: list[bytes | None],
-        read: _Read,
+        cached_items: int,
+        read_bytes: int,
     ) -> RequestFeatures | None:
         """Decode the reply: ``head`` = pointer, meta, user; one record (or None) per
         candidate; ``rest`` = the query record, with its pairs (known queries), or nothing;
-        ``read``: what the read took from the item cache and from Redis. None: the version is
-        gone."""
+        ``cached_items`` of the candidates came from the item cache, ``read_bytes`` from Redis.
+        None: the version is gone."""
         v, dim = live.version, live.meta.text_dim
         pointer, meta_raw, user_raw = head
         if meta_raw is None:
@@ -639,12 +640,7 @@ class RedisStore:
         if record is not None:
             place_pairs(c, record)
         misses = _misses(match, user, c)
-        return RequestFeatures(v, q, user, c, misses, read.cached_items, read.bytes)
-
-
-class _Read(NamedTuple):
-    cached_items: int  # candidates the item cache answered
-    bytes: int  # of the Redis reply
+        return RequestFeatures(v, q, user, c, misses, cached_items, read_bytes)
 
 
 def place_pairs(c: CandidateFeatures, record: QueryRecord) -> None:

@@ -51,6 +51,8 @@ class ItemRecordCache:
     def lookup(self, version: str, item_ids: Sequence[str]) -> list[bytes | None]:
         """The cached record of each id (None where not cached); another version than the
         cached one empties the cache first."""
+        if not self.max_bytes:  # no cache: nothing to look for
+            return [None] * len(item_ids)
         if version != self.version:
             self._young, self._old = {}, {}
             self._young_bytes = self._old_bytes = 0
