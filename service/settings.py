@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         ge=0,
         description="threads per worker that run the models: ONNX Runtime releases the GIL, so "
         "the next requests are parsed and fetched while one is inferred (a ranking alone in "
-        "flight is inferred inline: nothing could overlap it); 0 = always on the event loop",
+        "flight, with none overlapping another for a second, is inferred inline: nothing is "
+        "likely to overlap it); 0 = always on the event loop",
     )
     intra_op_threads: int = Field(1, ge=1)
     inter_op_threads: int = Field(1, ge=1)

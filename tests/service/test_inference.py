@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,16 +154,16 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
     prectr: ModelPackage, tiny_runs: Any
 ) -> None:
     """A ranking alone in flight is inferred on the event loop (the hand-off would buy
-    nothing); with another ranking in flight, or an inference already on the pool, or off the
-    response path (a shadow score), its graph runs on the inference thread, prepared on the
-    loop."""
+    nothing) while no two have overlapped for `OVERLAP_MEMORY_S`; with another ranking in
+    flight, an inference already on the pool, a recent overlap, or off the response path (a
+    shadow score), its graph runs on the inference thread, prepared on the loop."""
     import asyncio
     import threading
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
     from service.settings import Settings
-    from service.state import ServiceState
+    from service.state import OVERLAP_MEMORY_S, ServiceState
 
     threads: list[str] = []
     preparing: list[str] = []
@@ -188,7 +189,11 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
         await state.infer(model, inputs, answering=False)  # type: ignore[arg-type]
         state.in_flight = 2
         await state.infer(model, inputs)  # type: ignore[arg-type]
-        state.in_flight, state.pool_runs = 1, 1
+        state.in_flight = 1  # alone again, but just after an overlap: under load
+        await state.infer(model, inputs)  # type: ignore[arg-type]
+        state.last_overlap = time.perf_counter() - OVERLAP_MEMORY_S - 0.1  # the load is gone
+        await state.infer(model, inputs)  # type: ignore[arg-type]
+        state.pool_runs = 1
         await state.infer(model, inputs)  # type: ignore[arg-type]
 
     try:
@@ -196,8 +201,8 @@ def test_inference_goes_to_its_thread_only_where_another_request_could_overlap_i
     finally:
         state.inference_pool.shutdown()
     loop_thread = threading.current_thread().name
-    assert threads[0] == loop_thread
-    assert all(name.startswith("inference") for name in threads[1:]), threads
+    on_pool = [name.startswith("inference") for name in threads]
+    assert on_pool == [False, True, True, True, False, True], threads
     # the checks and the padding stay on the loop: the thread only runs the graph
-    assert preparing == [loop_thread] * 4
+    assert preparing == [loop_thread] * 6
     assert state.pool_runs == 1  # the counter was set by hand above; infer leaves it as found
