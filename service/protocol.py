@@ -12,6 +12,10 @@ queue before any handler runs, and a deadline counted from the handler's start n
 wait (past saturation answers came 9 s after they were sent while the in-flight count stayed
 under its limit). The app counts the deadline from this stamp and sheds a request that waited
 too long before it is admitted.
+
+And it hands each request the set of the server's open requests (`OPEN_REQUESTS`): a handler
+that runs to its inference without waiting on anything (the embedded store's) is never in
+flight beside another, though requests parsed meanwhile wait behind it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ HEAD_TIMEOUT_S = float(os.environ.get("RANKER_HEAD_TIMEOUT_S", "10"))
 
 #: ASGI scope key of a request's arrival (``time.perf_counter()`` when its head began to parse).
 ARRIVED = "ranker.arrived"
+#: ASGI scope key of the server's open requests: a set with one entry per request whose head is
+#: parsed and whose handling has not ended, this one included (uvicorn's own task set).
+OPEN_REQUESTS = "ranker.open_requests"
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
@@ -63,6 +70,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
+        self.scope[OPEN_REQUESTS] = self.tasks  # type: ignore[literal-required]
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()

@@ -30,7 +30,7 @@ from service.errors import (
     request_id_header,
 )
 from service.models import LoadedModel
-from service.protocol import ARRIVED
+from service.protocol import ARRIVED, OPEN_REQUESTS
 from service.routing import Route
 from service.schemas import (
     ITEM_ID,
@@ -292,6 +292,7 @@ async def handle_rank(state: ServiceState, request: Request) -> Response:
             )
         state.in_flight += 1
         admitted = True
+        state.note_open_requests(len(request.scope.get(OPEN_REQUESTS, ())))
         check_media_type(request.headers.get("content-type"))
         raw = await read_body(request, settings)
         try:

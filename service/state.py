@@ -136,6 +136,15 @@ class ServiceState:
         metrics.child(metrics.INFERENCE_THREAD, model.name, "run").observe(ended - began)
         return outputs
 
+    def note_open_requests(self, count: int) -> None:
+        """Remember an overlap when the server holds more than one request (``count``, the
+        admitted one included): `infer` hands lone rankings off for `OVERLAP_MEMORY_S` after.
+        A handler that runs to its inference without waiting (the embedded store's fetch) is
+        never in flight beside another, so the in-flight count alone never saw the requests
+        parsed behind it, and every inference ran on the loop at any load."""
+        if count > 1:
+            self.last_overlap = time.perf_counter()
+
     def serve_model(self, model: LoadedModel) -> None:
         """Serve ``model`` under its name (replacing any) and update the info gauge."""
         previous = self.registry.swap(model)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -555,6 +556,50 @@ def test_an_index_built_with_another_text_tower_is_not_served(
         _load(private_redis, tiny_snapshot)
         assert client.post("/rank", json=body).json()["degraded"] == []
         assert client.get("/readyz").status_code == 200
+
+
+def _handed_to_threads(base: str) -> float:
+    """The inferences the service at ``base`` has handed to its threads (all models)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+        for sample in family.samples
+        if sample.name == "ranker_inference_thread_seconds_count"
+        and sample.labels.get("phase") == "run"
+    )
+
+
+def test_concurrent_rankings_on_the_embedded_store_are_inferred_on_the_thread(
+    make_settings: MakeSettings, tiny_snapshot: Snapshot
+) -> None:
+    """The embedded store's handler runs to its inference without waiting on anything, so with
+    clients that send a request's head and body in one write (the bench's load generator, most
+    HTTP clients for small bodies) a ranking was never in flight beside another, and every
+    inference ran on the event loop at any load while the requests parsed meanwhile waited
+    behind it. The server's open requests show the overlap: the inferences go to the thread."""
+    from bench.load import HttpClient
+
+    request = HttpClient.prepare("/rank", orjson.dumps(_request(tiny_snapshot)))
+    statuses: list[int] = []
+
+    async def clients(base: str) -> None:
+        client = HttpClient.of(base)
+
+        async def one_client() -> None:
+            for _ in range(30):
+                statuses.append((await client.send(request))[0])
+
+        await asyncio.gather(*(one_client() for _ in range(6)))
+        client.close()
+
+    with live_server(make_settings(inference_threads=1)) as base:
+        before = _handed_to_threads(base)
+        asyncio.run(clients(base))
+        handed = _handed_to_threads(base) - before
+    assert statuses == [200] * 180
+    assert handed > 0
 
 
 @pytest.mark.parametrize("threads", [0, 2])
