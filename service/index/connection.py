@@ -178,15 +178,21 @@ class PipelinedConnection:
 
     async def execute(self, *args: str | bytes | int) -> Any:
         """Send one command and wait for its reply."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
+        protocol = self._open_protocol()
+        if protocol is None:
             protocol = await self._connect()
         return await self._sent(protocol, _pack(args)).result()
+
+    def _open_protocol(self) -> _RespProtocol | None:
+        """The connection's protocol while commands can go out on it (None: not yet opened, or
+        lost)."""
+        protocol = self._protocol
+        return protocol if protocol is not None and protocol.lost is None else None
 
     @property
     def is_open(self) -> bool:
         """Whether a command can go out at once (`send_now` sends rather than answer None)."""
-        return self._protocol is not None and self._protocol.lost is None
+        return self._open_protocol() is not None
 
     def send_now(self, *args: str | bytes | int) -> Sent | None:
         """Send one command at once, without yielding to the event loop (None: the connection
@@ -196,10 +202,8 @@ class PipelinedConnection:
 
     def send_packed_now(self, packed: bytes) -> Sent | None:
         """`send_now` of a command already in RESP bytes (e.g. `_kernels.pack_keys`'s)."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            return None
-        return self._sent(protocol, packed)
+        protocol = self._open_protocol()
+        return None if protocol is None else self._sent(protocol, packed)
 
     def _sent(self, protocol: _RespProtocol, packed: bytes) -> Sent:
         reply = protocol.send(packed)
