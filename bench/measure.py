@@ -83,6 +83,8 @@ class Samples:
 
     values: dict[str, list[float]] = field(default_factory=dict)
     stages: dict[str, list[float]] = field(default_factory=dict)
+    #: What each kept round measured, by name (seconds): sums across parts of one round.
+    rounds: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, name: str, seconds: float) -> None:
         self.values.setdefault(name, []).append(seconds)
@@ -180,9 +182,12 @@ def measure_point(slots: Sequence[Sequence[Part]], size: int, repeats: int) -> S
             measured.update(slot[i % len(slot)]((i + s * step) % size))
         if i < 10:
             continue  # warm the connections, the caches and this request shape
+        kept: dict[str, float] = {}
         for name, value in measured.items():
             if name.startswith("stage:"):
                 samples.stages.setdefault(name.removeprefix("stage:"), []).append(value)
             else:
                 samples.add(name, value)
+                kept[name] = value
+        samples.rounds.append(kept)
     return samples

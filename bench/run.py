@@ -225,7 +225,26 @@ def latency_row(model: str, count: int, samples: Samples) -> dict[str, Any]:
         "stage_floor_sum_p50": round(stage_floor, 3),
         "ratio_server_p50_stage_floors": round(server["p50"] / stage_floor, 2),
         "p99_over_p50_server": round(server["p99"] / server["p50"], 2),
+        "p99_over_p50_strict_floor": strict_floor_jitter(samples),
     }
+
+
+def strict_floor_jitter(samples: Samples) -> float | None:
+    """p99 / p50 of the strict floor summed round by round (ONNX + the round's MGET + raw
+    echo, all measured in that round): how steady the machine's own parts were while the
+    service's p99 / p50 was measured, so a run tells the service's tail from the machine's
+    (None: no round measured all three)."""
+    sums = [
+        r["onnx"] + mget + r["raw_echo_server"]
+        for r in samples.rounds
+        if "onnx" in r and "raw_echo_server" in r
+        for mget in [r.get("redis_mget_pipelined", r.get("redis_mget_redis_py"))]
+        if mget is not None
+    ]
+    if not sums:
+        return None
+    p50, p99 = np.percentile(sums, [50, 99])
+    return round(float(p99 / p50), 2)
 
 
 def _p50(row: Stats) -> float:

@@ -13,10 +13,10 @@ import redis
 
 from bench.config import BenchConfig, latency_repeats
 from bench.load import held_through
-from bench.measure import Part, measure_point
+from bench.measure import Part, Samples, measure_point
 from bench.remote import LoadConfig, load_test, write_load_report
 from bench.report import write_report
-from bench.run import run_bench
+from bench.run import run_bench, strict_floor_jitter
 from bench.server import pin_process
 from service.index.snapshot import Snapshot
 from service.settings import Settings
@@ -135,6 +135,25 @@ def test_each_round_gives_every_slot_another_request_and_alternatives_take_turns
         assert len({k for _, k in round_}) == 3  # no request read twice in one round
     assert len(samples.values["client a"]) == len(samples.values["client b"]) == 10
     assert len(samples.values["service"]) == 20
+    # each kept round's own measures, together: what per-round sums are made of
+    assert [sorted(r) for r in samples.rounds] == [
+        sorted(["service", f"client {'ab'[i % 2]}", "onnx"]) for i in range(10, 30)
+    ]
+
+
+def test_the_floors_jitter_is_of_their_sum_round_by_round() -> None:
+    """The strict floor's p99 / p50 is taken over its parts summed within each round (the
+    machine's tail while the service was measured), not over each part apart; rounds without
+    every part are left out."""
+    samples = Samples()
+    for i in range(100):
+        mget = "redis_mget_pipelined" if i % 2 else "redis_mget_redis_py"
+        onnx = 0.006 if i >= 98 else 0.002  # two slow rounds of 100: the p99 is one
+        samples.rounds.append({"onnx": onnx, mget: 0.001, "raw_echo_server": 0.0005})
+    for _ in range(10):  # a round with no raw echo sums nothing
+        samples.rounds.append({"onnx": 1.0, "redis_mget_redis_py": 0.001, "echo_server": 0.001})
+    assert strict_floor_jitter(samples) == round(0.0075 / 0.0035, 2)
+    assert strict_floor_jitter(Samples()) is None
 
 
 def test_latency_points_up_to_200_candidates_take_every_repeat_and_larger_ones_a_fifth(
