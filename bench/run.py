@@ -234,13 +234,11 @@ def strict_floor_jitter(samples: Samples) -> float | None:
     echo, all measured in that round): how steady the machine's own parts were while the
     service's p99 / p50 was measured, so a run tells the service's tail from the machine's
     (None: no round measured all three)."""
-    sums = [
-        r["onnx"] + mget + r["raw_echo_server"]
-        for r in samples.rounds
-        if "onnx" in r and "raw_echo_server" in r
-        for mget in [r.get("redis_mget_pipelined", r.get("redis_mget_redis_py"))]
-        if mget is not None
-    ]
+    sums = []
+    for r in samples.rounds:
+        mget = r.get("redis_mget_pipelined", r.get("redis_mget_redis_py"))
+        if mget is not None and "onnx" in r and "raw_echo_server" in r:
+            sums.append(r["onnx"] + mget + r["raw_echo_server"])
     if not sums:
         return None
     p50, p99 = np.percentile(sums, [50, 99])

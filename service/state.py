@@ -52,7 +52,9 @@ class ServiceState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     inference_pool: ThreadPoolExecutor | None = None  # None: inference on the event loop
     pool_runs: int = 0  # inferences handed to the pool and not yet back (loop thread only)
-    last_overlap: float = float("-inf")  # perf_counter when an inference last overlapped another
+    # perf_counter when rankings last overlapped: at an inference (another in flight, or one on
+    # the pool) or at an admission (the server holding other requests: `note_open_requests`)
+    last_overlap: float = float("-inf")
 
     async def start(self) -> None:
         s = self.settings

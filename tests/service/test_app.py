@@ -560,15 +560,10 @@ def test_an_index_built_with_another_text_tower_is_not_served(
 
 def _handed_to_threads(base: str) -> float:
     """The inferences the service at ``base`` has handed to its threads (all models)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from bench.load import fetch_counters
 
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
-        for sample in family.samples
-        if sample.name == "ranker_inference_thread_seconds_count"
-        and sample.labels.get("phase") == "run"
-    )
+    with httpx.Client(base_url=base, timeout=5) as http:
+        return fetch_counters(http)["handed"]
 
 
 def test_concurrent_rankings_on_the_embedded_store_are_inferred_on_the_thread(
