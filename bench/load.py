@@ -208,15 +208,21 @@ def rising_curve(
     watched: Mapping[str, Sequence[int]] | None,
     progress: Callable[[str], None],
     mode: str,
+    onnx_alone: Callable[[], dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """`open_loop` points at ``rates`` (rising) until two in a row miss the objective: higher
-    rates would only queue or shed."""
+    rates would only queue or shed. ``onnx_alone``, where given, is measured right before each
+    point and kept in it (what ONNX Runtime alone sustains in the same minutes: this machine's
+    speed drifts by a fifth within a bench run)."""
     curve: list[dict[str, Any]] = []
     for rate in rates:
+        alone = onnx_alone() if onnx_alone is not None else None
         with httpx.Client(base_url=base, timeout=30) as http:
             before = fetch_counters(http)
             point = open_loop(base, bodies, rate, seconds, seed, watched)
             point["inference_thread"] = inference_thread_use(before, fetch_counters(http), seconds)
+        if alone is not None:
+            point["onnx_alone"] = alone
         curve.append(point)
         progress(
             f"open loop ({mode}) {rate:>5} req/s: p50 {point['p50']:.1f} ms p99 "

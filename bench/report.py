@@ -215,8 +215,10 @@ def render_markdown(result: BenchResult) -> str:
                 for mode, run in t["modes"].items()
             )
             + f" ({t['speedup_over_inline']}x). ONNX Runtime alone, back to back on the same "
-            f"mix with the same threads: {alone['rate']} req/s ({alone['mean_ms']} ms a "
-            f"request); the service reaches {t['share_of_onnx_alone']} of it.",
+            f"mix with the same threads, measured before each point of the curve as served: "
+            f"median {alone['rate']} req/s ({alone['mean_ms']} ms a request; "
+            f"{alone['min_rate']}-{alone['max_rate']} over {alone['points']} points); the "
+            f"service reaches {t['share_of_onnx_alone']} of it.",
             "",
         ]
         lines += [

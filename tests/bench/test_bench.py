@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from bench.config import BenchConfig, latency_repeats
@@ -84,7 +85,15 @@ def test_bench_writes_its_report_and_cleans_up(
     assert all(run["curve"][0]["sent"] >= 1 for run in modes.values())
     assert [len(run["curve"]) for run in modes.values()] == [2, 2]
     assert all(run["max_rate_within_objective"] is None for run in modes.values())
-    assert report["throughput"]["onnx_alone"]["rate"] > 0
+    # ONNX Runtime alone measured before each point of the curve as served (the same
+    # minutes), the share taken against their median
+    served = modes["inference thread + item cache"]["curve"]
+    beside = sorted(point["onnx_alone"]["rate"] for point in served)
+    alone = report["throughput"]["onnx_alone"]
+    assert beside[0] > 0 and alone["points"] == len(served)
+    assert (alone["min_rate"], alone["max_rate"]) == (beside[0], beside[-1])
+    assert alone["rate"] == round(float(np.median(beside)), 1)
+    assert all("onnx_alone" not in point for point in modes["inline, no item cache"]["curve"])
     points = [p for run in modes.values() for p in run["curve"]]
     for point in points:  # where the cores went, per point
         assert set(point["cpu"]["ms_per_request"]) == {"service", "Redis", "load generator"}
